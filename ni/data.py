@@ -1,0 +1,315 @@
+"""Super-NaturalInstructions data: task files, split files and the sampling rules of the original.
+
+A data root has the NI repository layout::
+
+    ROOT/tasks/<task>.json
+    ROOT/splits/<track>/{train,dev,test}_tasks.txt     (dev is optional)
+
+Sampling (reference.md section 1): a test task contributes its first 100 instances (the dataset authors put a
+label-balanced 100 first); `max_instances` then keeps a random subset of those. A train task contributes a random
+`max_instances` of all its instances. The random subset is drawn per task from a generator seeded with
+(seed, task name), so it does not depend on the order or number of other tasks; kept instances stay in file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ni.errors import DataError
+
+TRACKS = ("default", "xlingual")
+SPLITS = ("train", "dev", "test")
+EVAL_INSTANCES_PER_TASK = 100  # the first 100 instances of an evaluation task are its test set
+# Upstream renamed this task; predictions and metrics use the old name (reference.md section 3).
+TASK_RENAMES = {"task121_atomic_question_rewriting": "task121_zest_question_rewriting"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A positive or negative demonstration of a task."""
+
+    input: str
+    output: str
+    explanation: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    input: str
+    outputs: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "input": self.input, "output": list(self.outputs)}
+
+
+@dataclass
+class Task:
+    name: str
+    definition: str
+    positive_examples: list[Example]
+    negative_examples: list[Example]
+    instances: list[Instance]
+    categories: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # every other field of the file, untouched
+
+    @property
+    def category(self) -> str:
+        return self.categories[0] if self.categories else ""
+
+    @property
+    def category_key(self) -> str:
+        """The metric group key: first category, lower-cased, words joined by `_`."""
+        return category_key(self.category)
+
+    def header(self) -> dict[str, Any]:
+        """The task's fields in the original's prediction-file shape (everything except the instances)."""
+        out: dict[str, Any] = {"Task": self.name, "Definition": [self.definition], "Categories": self.categories}
+        out["Positive Examples"] = [_example_json(e) for e in self.positive_examples]
+        out["Negative Examples"] = [_example_json(e) for e in self.negative_examples]
+        out.update(self.extra)
+        return out
+
+
+def category_key(category: str) -> str:
+    return "_".join(category.lower().split())
+
+
+def _example_json(e: Example) -> dict[str, str]:
+    d = {"input": e.input, "output": e.output}
+    if e.explanation is not None:
+        d["explanation"] = e.explanation
+    return d
+
+
+def as_text(value: Any) -> str:
+    """Real NI files hold numbers (and the odd bool or null) where strings belong: coerce scalars to text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    raise TypeError(f"expected text, got {type(value).__name__}")
+
+
+class _FieldReader:
+    """Reads fields of one task file; every error names the file and the field path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, msg: str) -> DataError:
+        return DataError(f"{self.path}: field '{where}': {msg}")
+
+    def text(self, obj: dict[str, Any], key: str, where: str) -> str:
+        if key not in obj:
+            raise self.fail(f"{where}.{key}" if where else key, "missing")
+        try:
+            return as_text(obj[key])
+        except TypeError as e:
+            raise self.fail(f"{where}.{key}" if where else key, str(e)) from None
+
+    def examples(self, raw: dict[str, Any], key: str) -> list[Example]:
+        items = raw.get(key) or []
+        if not isinstance(items, list):
+            raise self.fail(key, f"expected a list, got {type(items).__name__}")
+        out = []
+        for i, item in enumerate(items):
+            where = f"{key}[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, f"expected an object, got {type(item).__name__}")
+            expl = item.get("explanation")
+            out.append(
+                Example(
+                    input=self.text(item, "input", where),
+                    output=self.text(item, "output", where),
+                    explanation=None if expl is None else self.text(item, "explanation", where),
+                )
+            )
+        return out
+
+    def instances(self, raw: dict[str, Any], task_name: str) -> list[Instance]:
+        if "Instances" not in raw:
+            raise self.fail("Instances", "missing")
+        items = raw["Instances"]
+        if not isinstance(items, list):
+            raise self.fail("Instances", f"expected a list, got {type(items).__name__}")
+        out: list[Instance] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            where = f"Instances[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, f"expected an object, got {type(item).__name__}")
+            text = self.text(item, "input", where)
+            if "output" not in item:
+                raise self.fail(f"{where}.output", "missing")
+            raw_out = item["output"]
+            try:
+                outputs = tuple(as_text(o) for o in raw_out) if isinstance(raw_out, list) else (as_text(raw_out),)
+            except TypeError as e:
+                raise self.fail(f"{where}.output", str(e)) from None
+            if not outputs:
+                raise self.fail(f"{where}.output", "empty list of references")
+            iid = item.get("id")
+            if iid is None or iid == "":
+                iid = derive_instance_id(task_name, text, outputs, seen)
+            out.append(Instance(id=as_text(iid), input=text, outputs=outputs))
+        return out
+
+
+def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: dict[str, int]) -> str:
+    """A stable id for an instance that has none: a hash of its content (so it survives re-ordering),
+    with an occurrence suffix when the same content appears twice in one task."""
+    digest = hashlib.sha1(orjson.dumps([task_name, text, list(outputs)])).hexdigest()[:32]
+    prefix = task_name.split("_", 1)[0]
+    n = seen.get(digest, 0)
+    seen[digest] = n + 1
+    return f"{prefix}-{digest}" if n == 0 else f"{prefix}-{digest}-{n}"
+
+
+def parse_task(path: str | os.PathLike[str], data: bytes | None = None, name: str | None = None) -> Task:
+    """Parse one task file (NI schema). Raises DataError naming the file and the field."""
+    path = Path(path)
+    name = name or path.stem
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: task file not found") from None
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object at the top level, got {type(raw).__name__}")
+    r = _FieldReader(path)
+    if "Definition" not in raw:
+        raise r.fail("Definition", "missing")
+    d = raw["Definition"]
+    try:
+        definition = as_text(d[0]) if isinstance(d, list) and d else ("" if isinstance(d, list) else as_text(d))
+    except TypeError as e:
+        raise r.fail("Definition", str(e)) from None
+    cats = raw.get("Categories") or []
+    categories = [as_text(c) for c in cats] if isinstance(cats, list) else [as_text(cats)]
+    known = {"Definition", "Positive Examples", "Negative Examples", "Instances", "Categories", "Instruction Source"}
+    return Task(
+        name=name,
+        definition=definition,
+        positive_examples=r.examples(raw, "Positive Examples"),
+        negative_examples=r.examples(raw, "Negative Examples"),
+        instances=r.instances(raw, name),
+        categories=categories,
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def split_path(root: str | os.PathLike[str], track: str, split: str) -> Path:
+    if track not in TRACKS:
+        raise DataError(f"unknown track '{track}'", hint=f"Valid tracks: {', '.join(TRACKS)}.")
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'", hint=f"Valid splits: {', '.join(SPLITS)}.")
+    return Path(root) / "splits" / track / f"{split}_tasks.txt"
+
+
+def read_split(root: str | os.PathLike[str], track: str, split: str) -> list[str] | None:
+    """Task names of a split, in file order; None when the split file does not exist (e.g. no dev set)."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise DataError(f"{root}: data root not found", hint="Point --data at a directory with tasks/ and splits/.")
+    path = split_path(root, track, split)
+    if not path.is_file():
+        return None
+    names = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if not (root_path / "tasks" / f"{name}.json").is_file():
+            raise DataError(f"{path}:{lineno}: task '{name}' has no file tasks/{name}.json under {root}")
+        names.append(name)
+    return names
+
+
+def select_instances(
+    task: Task, split: str, max_instances: int | None, seed: int
+) -> list[Instance]:
+    """The instances a task contributes to a split (see the module docstring)."""
+    pool = task.instances[:EVAL_INSTANCES_PER_TASK] if split == "test" else task.instances
+    if max_instances is None or max_instances < 0 or max_instances >= len(pool):
+        return list(pool)
+    rng = random.Random(f"{seed}:{split}:{task.name}")
+    keep = sorted(rng.sample(range(len(pool)), max_instances))
+    return [pool[i] for i in keep]
+
+
+@dataclass
+class SplitData:
+    """The tasks of one split with the instances each contributes."""
+
+    root: Path
+    track: str
+    split: str
+    tasks: list[Task]
+    instances: list[list[Instance]]
+
+    def __iter__(self) -> Iterator[tuple[Task, Instance]]:
+        for task, insts in zip(self.tasks, self.instances, strict=True):
+            for inst in insts:
+                yield task, inst
+
+    def __len__(self) -> int:
+        return sum(len(x) for x in self.instances)
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def load_split(
+    root: str | os.PathLike[str],
+    track: str = "default",
+    split: str = "test",
+    max_instances_per_task: int | None = None,
+    seed: int = 42,
+    task_limit: int | None = None,
+) -> SplitData | None:
+    """Load a split of a data root. None when the split file does not exist.
+
+    `max_instances_per_task` is the original's `max_num_instances_per_task` for train and
+    `max_num_instances_per_eval_task` for dev/test. `task_limit` keeps the first N tasks of the split file
+    (the original's number-of-tasks experiments).
+    """
+    names = read_split(root, track, split)
+    if names is None:
+        return None
+    if task_limit is not None:
+        names = names[:task_limit]
+    tasks = [parse_task(Path(root) / "tasks" / f"{n}.json") for n in names]
+    return SplitData(
+        root=Path(root),
+        track=track,
+        split=split,
+        tasks=tasks,
+        instances=[select_instances(t, split, max_instances_per_task, seed) for t in tasks],
+    )
+
+
+def require_split(root: str | os.PathLike[str], track: str, split: str, **kwargs: Any) -> SplitData:
+    data = load_split(root, track, split, **kwargs)
+    if data is None:
+        raise DataError(f"{split_path(root, track, split)}: split file not found")
+    return data
