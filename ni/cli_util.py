@@ -1,0 +1,21 @@
+"""What every command-line entry point shares: one-line errors, non-zero exit, no traceback for user errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ni.errors import TkError
+
+EXIT_USER_ERROR = 2
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    try:
+        return main(argv)
+    except TkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,113 @@
+"""`python -m trainer ...`: encode a split, build the tiny CPU model, write the embedded default dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ni.cli_util import run_cli
+from ni.data import TRACKS, require_split
+from ni.encoding import ENCODING_NAMES, PromptEncoder, resolve_encoding
+from ni.errors import ConfigError
+from ni.io import write_jsonl
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="write the prompts of a split as JSON lines {id, task, source, references}")
+    p.add_argument("--data", required=True, help="data root in the NI layout (tasks/, splits/)")
+    p.add_argument("--track", default="default", choices=TRACKS)
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    p.add_argument("--encoding", required=True, help=f"one of: {', '.join(ENCODING_NAMES)}")
+    p.add_argument("--max-instances-per-eval-task", type=int, default=None, help="cap for dev/test tasks")
+    p.add_argument("--max-instances-per-task", type=int, default=None, help="cap for train tasks")
+    p.add_argument("--max-source-length", type=int, default=None, help="tokens; needs --tokenizer")
+    p.add_argument("--tokenizer", default=None, help="Hub name or local path of a fast tokenizer")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, type=Path)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    if args.max_source_length is not None and args.tokenizer is None:
+        raise ConfigError("--max-source-length needs --tokenizer", hint="For example: --tokenizer t5-base.")
+    if args.max_source_length is not None and args.max_source_length <= 0:
+        raise ConfigError(f"--max-source-length must be positive, got {args.max_source_length}")
+    resolve_encoding(args.encoding)  # fail on a bad name before reading any data
+    cap = args.max_instances_per_task if args.split == "train" else args.max_instances_per_eval_task
+    data = require_split(args.data, args.track, args.split, max_instances_per_task=cap, seed=args.seed)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from trainer.hf import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    encoder = PromptEncoder(args.encoding, tokenizer, args.max_source_length, seed=args.seed)
+    pairs = list(data)
+    encoded = encoder.encode_many(pairs)
+    rows = (
+        {"id": inst.id, "task": task.name, "source": enc.source, "references": list(inst.outputs)}
+        for (task, inst), enc in zip(pairs, encoded, strict=True)
+    )
+    n = write_jsonl(args.out, rows)
+    truncated = sum(e.truncated for e in encoded)
+    print(f"wrote {n} prompts ({len(data.tasks)} tasks, encoding {args.encoding}"
+          f"{f', {truncated} truncated' if tokenizer is not None else ''}) to {args.out}")
+    return 0
+
+
+def _add_tiny_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tiny-model", help="build a small random T5 + a tokenizer trained on the data's text")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data", default=None, help="data root whose text trains the tokenizer (default: embedded)")
+    p.add_argument("--vocab-size", type=int, default=2000)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--num-layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from ni.synthetic import ensure_default_data
+    from trainer.tiny import build_tiny_model
+
+    data = args.data or ensure_default_data()
+    out = build_tiny_model(
+        args.out, data, vocab_size=args.vocab_size, d_model=args.d_model, num_layers=args.num_layers, seed=args.seed
+    )
+    print(f"wrote a tiny T5 and its tokenizer to {out}")
+    return 0
+
+
+def _add_make_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-data", help="write the embedded default dataset (synthetic NI-format tasks)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-instances", type=int, default=200)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def cmd_make_data(args: argparse.Namespace) -> int:
+    from ni.synthetic import generate
+
+    out = generate(args.out, seed=args.seed, num_instances=args.num_instances, overwrite=args.overwrite)
+    print(f"wrote the embedded default dataset to {out}")
+    return 0
+
+
+COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_encode(sub)
+    _add_tiny_model(sub)
+    _add_make_data(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
