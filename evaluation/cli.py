@@ -1,0 +1,136 @@
+"""`python -m evaluation`: heuristic baselines and scoring of prediction files.
+
+    python -m evaluation baseline copy_demo|copy_input --data ROOT --track default|xlingual \
+        [--max-instances-per-eval-task N] --out PRED.jsonl
+    python -m evaluation score PRED.jsonl [--data ROOT] [--track default|xlingual] \
+        [--xlingual-tokenizer PATH_OR_NAME] --out METRICS.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from evaluation.baselines import BASELINES, write_baseline
+from evaluation.metrics import HEADLINE_METRICS, METRICS, evaluate
+from evaluation.predictions import Prediction, read_predictions
+from ni.data import TASK_RENAMES, TRACKS, Task, parse_task
+from ni.errors import DataError, TkError
+from ni.io import write_json
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("baseline", help="write a heuristic baseline's predictions for a test split")
+    b.add_argument("name", choices=sorted(BASELINES))
+    b.add_argument("--data", required=True, type=Path, help="NI data root (tasks/, splits/)")
+    b.add_argument("--track", choices=TRACKS, default="default")
+    b.add_argument("--max-instances-per-eval-task", type=int, default=None, metavar="N")
+    b.add_argument("--out", required=True, type=Path)
+
+    s = sub.add_parser("score", help="score a predictions file (exact match, ROUGE-1, ROUGE-L)")
+    s.add_argument("predictions", type=Path)
+    s.add_argument("--data", type=Path, default=None, help="NI data root: categories of lines that lack them")
+    s.add_argument("--track", choices=TRACKS, default="default")
+    s.add_argument("--xlingual-tokenizer", default="gpt2", metavar="PATH_OR_NAME")
+    s.add_argument("--workers", type=int, default=None, help="processes for ROUGE (default: all cores when large)")
+    s.add_argument("--out", required=True, type=Path)
+    return p
+
+
+class _TaskCategories:
+    """Categories of tasks read from task files under a data root, each file read once."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, pred: Prediction, path: Path) -> str:
+        if pred.category is not None:
+            return pred.category
+        if self.root is None:
+            raise DataError(
+                f"{path}:{pred.line}: field 'Categories': missing",
+                hint="Pass --data ROOT to read categories from the task files.",
+            )
+        if pred.task not in self._cache:
+            self._cache[pred.task] = self._load(pred.task).category
+        cat = self._cache[pred.task]
+        if not cat:
+            raise DataError(f"{self.root}/tasks/{pred.task}.json: field 'Categories': missing or empty")
+        return cat
+
+    def _load(self, task: str) -> Task:
+        assert self.root is not None
+        names = [task] + [old for old, new in TASK_RENAMES.items() if new == task]
+        for name in names:
+            file = self.root / "tasks" / f"{name}.json"
+            if file.is_file():
+                return parse_task(file, name=task)
+        raise DataError(f"{self.root}/tasks/{task}.json: task file not found (needed for the task's categories)")
+
+
+def score_file(
+    path: Path, data: Path | None, track: str, xlingual_tokenizer: Any = "gpt2", workers: int | None = None
+) -> dict[str, Any]:
+    preds = read_predictions(path)
+    categories = _TaskCategories(data)
+    cats = [categories(p, path) for p in preds]
+    return evaluate(
+        [p.prediction for p in preds],
+        [p.references for p in preds],
+        [p.task for p in preds],
+        cats,
+        track=track,
+        xlingual_tokenizer=xlingual_tokenizer,
+        workers=workers,
+    )
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Overall and per-category figures as a table; each category's headline metric is starred."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['track']} track, {report['num_examples']} examples (* = headline metric)")
+    table.add_column("group")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+
+    def row(name: str, values: dict[str, float], mark: str | None) -> None:
+        table.add_row(name, *(f"[bold]{values[m]:.4f}*[/bold]" if m == mark else f"{values[m]:.4f}" for m in METRICS))
+
+    row("overall", report["overall"], "rougeL")
+    per_cat = report["per_category"]
+    cats = sorted({k.split("_for_", 1)[1] for k in per_cat})
+    if cats:
+        table.add_section()
+    for cat in cats:
+        row(cat, {m: per_cat[f"{m}_for_{cat}"] for m in METRICS}, HEADLINE_METRICS.get(cat))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "baseline":
+            n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
+            print(f"wrote {n} {args.name} predictions to {args.out}")
+            return 0
+        report = score_file(args.predictions, args.data, args.track, args.xlingual_tokenizer, args.workers)
+        write_json(args.out, report)
+        print_report(report)
+        print(f"wrote metrics to {args.out}")
+        return 0
+    except TkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
