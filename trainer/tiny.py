@@ -22,7 +22,16 @@ SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Any:
     """Train a T5-style Unigram tokenizer on `texts`; returns a `PreTrainedTokenizerFast`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.Unigram())
@@ -85,10 +94,10 @@ def build_tiny_model(
         num_decoder_layers=num_layers,
         num_heads=num_heads,
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+        # generic config fields that T5Config's typed signature does not list; T5 v1.1 style (no output scaling)
+        **{"decoder_start_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False},
     )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)

@@ -1,0 +1,46 @@
+# The one interface for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?=
+OUT ?= runs/demo
+ENCODING ?= instruct_pos_2_input
+
+.PHONY: help setup test test-fast check bench demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected)
+	source $(VENV)/bin/activate && bash scripts/install.sh --dev
+
+test:  ## run the test suite
+	$(PY) -m pytest -q
+
+test-fast:  ## the test suite without slow tests
+	$(PY) -m pytest -q -m "not slow"
+
+check:  ## ruff + mypy
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sample)
+	$(PY) bench/bench_encoding.py
+	$(PY) bench/bench_scoring.py
+
+DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
+demo:  ## end to end on the embedded default data: data, prompts, baselines, scores (DATA=... for real NI)
+	$(if $(DATA),,$(PY) -m trainer make-data --out $(OUT)/data --overwrite)
+	$(PY) -m trainer encode --data $(DEMO_DATA) --split test --encoding $(ENCODING) --out $(OUT)/prompts.jsonl
+	for b in copy_demo copy_input; do \
+	  $(PY) -m evaluation baseline $$b --data $(DEMO_DATA) --out $(OUT)/$$b/predicted_examples.jsonl && \
+	  $(PY) -m evaluation score $(OUT)/$$b/predicted_examples.jsonl --data $(DEMO_DATA) --out $(OUT)/$$b/metrics.json \
+	  || exit 1; \
+	done
+
+clean:  ## remove caches and demo outputs (keeps .venv)
+	rm -rf runs/demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
