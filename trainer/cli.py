@@ -1,4 +1,4 @@
-"""`python -m trainer ...`: encode a split, build the tiny CPU model, write the embedded default dataset."""
+"""`python -m trainer ...`: run a config, encode a split, build the tiny CPU model, write the embedded data."""
 
 from __future__ import annotations
 
@@ -92,7 +92,22 @@ def cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data}
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train (if asked), predict the test split, score; one run directory")
+    p.add_argument("--config", required=True, help="run config YAML (schema: trainer/config.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted path, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--force", action="store_true", help="run again even if the run directory is completed")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trainer.run import main_run
+
+    return main_run(args.config, args.overrides, args.force, args.dry_run)
+
+
+COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data, "run": cmd_run}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
     _add_encode(sub)
     _add_tiny_model(sub)
     _add_make_data(sub)
+    _add_run(sub)
     return p
 
 

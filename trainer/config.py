@@ -1,0 +1,200 @@
+"""One run = one config: a typed, strict schema (unknown keys rejected), YAML in, resolved YAML out.
+
+    python -m trainer run --config run.yaml --set optim.lr=1e-4 --set data.train_encoding=tk_instruct
+
+Overrides go through `apply_overrides` (dotted paths, YAML-typed values), the one merge function the launcher
+uses too. `RunConfig.identity()` is the part of the config that decides results: the run id hashes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ni.encoding import ENCODING_NAMES
+from ni.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name_or_path: str = Field(description="Hub name or local path of a seq2seq checkpoint")
+    tokenizer: str | None = Field(None, description="defaults to name_or_path")
+
+
+class DataConfig(_Strict):
+    root: str | None = Field(None, description="NI data root; None = the embedded default dataset")
+    track: Literal["default", "xlingual"] = "default"
+    train_encoding: str = "instruct_pos_2_input"
+    test_encoding: str | None = Field(None, description="defaults to train_encoding")
+    max_instances_per_task: int | None = 100
+    max_instances_per_eval_task: int | None = 100
+    max_dev_instances_per_task: int | None = 20
+    task_limit: int | None = Field(None, description="keep the first N training tasks (number-of-tasks sweeps)")
+    max_source_length: int = 1024
+    max_target_length: int = 128
+
+    @field_validator("train_encoding", "test_encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is not None and v not in ENCODING_NAMES:
+            raise ValueError(f"unknown encoding '{v}'; valid names: {', '.join(ENCODING_NAMES)}")
+        return v
+
+    @property
+    def eval_encoding(self) -> str:
+        return self.test_encoding or self.train_encoding
+
+
+class OptimConfig(_Strict):
+    lr: float = 5e-5
+    schedule: Literal["constant", "linear"] = "constant"
+    warmup_steps: int = 0
+    epochs: float = 2.0
+    max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
+    per_device_batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0
+    group_by_length: bool = True
+
+
+class DeepSpeedConfig(_Strict):
+    stage: Literal[0, 2, 3] = 0
+    offload: bool = False
+
+
+class CheckpointConfig(_Strict):
+    every_steps: int = 2500
+    keep_last: int = Field(2, ge=1)
+    save_final_model: bool = Field(True, description="save_pretrained the trained model to RUN/model")
+
+
+class EvalConfig(_Strict):
+    every_steps: int | None = Field(None, description="score dev generations every N steps; None = never")
+    dense_until: int = Field(0, description="before this step, also evaluate every dense_every steps")
+    dense_every: int = 0
+    batch_size: int = 32
+    max_new_tokens: int = 128
+
+
+class LoggingConfig(_Strict):
+    every_steps: int = 10
+    wandb: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    do_train: bool = True
+    do_predict: bool = True
+    precision: Literal["auto", "bf16", "fp32", "fp16"] = "auto"
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
+    seed: int = 42
+    output_dir: str | None = Field(None, description="run directory; the launcher sets it")
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> RunConfig:
+        if not (self.do_train or self.do_predict):
+            raise ValueError("nothing to do: set do_train and/or do_predict")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the results: everything but where they go and how they are displayed."""
+        d = self.model_dump(mode="json")
+        d.pop("output_dir")
+        d.pop("name")
+        d["logging"] = {}
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = d
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: '{key}': '{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply `a.b=value` overrides (value parsed as YAML, so `1e-4`, `true`, `null`, `[1, 2]` work)."""
+    out = orjson.loads(orjson.dumps(raw))  # a deep copy
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: '{item}' is not key=value", hint="For example: --set optim.lr=1e-4.")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        _set_dotted(out, key.strip(), value, source)
+    return out
+
+
+def _fields_of(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    node: Any = model
+    for p in path:
+        field = getattr(node, "model_fields", {}).get(p)
+        if field is None:
+            break
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            node = ann
+    return sorted(getattr(node, "model_fields", {}))
+
+
+def validate_config(raw: Any, source: str) -> RunConfig:
+    """Validate a raw mapping; the first error becomes one line naming the source and the field."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = _fields_of(RunConfig, tuple(err["loc"][:-1]))
+            raise ConfigError(f"{source}: unknown key '{loc}'", hint=f"Valid keys here: {', '.join(valid)}.") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {loc or 'config'}: {msg}") from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return validate_config(raw, str(p))

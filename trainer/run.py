@@ -1,0 +1,211 @@
+"""One run, top to bottom: claim the run directory, train (if asked), predict the test split, score, mark DONE."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ni.data import load_split, require_split
+from ni.errors import ConfigError, TkError
+from ni.io import write_json, write_jsonl
+from trainer.config import RunConfig
+from trainer.dataset import encode_split, load_train_set
+from trainer.rundir import RunDir
+from trainer.train import StopFlag, train
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
+DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
+
+
+def default_output_dir(cfg: RunConfig) -> Path:
+    return Path("runs") / "local" / f"{cfg.name}-{cfg.digest()[:10]}"
+
+
+def resolve_precision(cfg: RunConfig, model_type: str) -> str:
+    """accelerate's mixed_precision value: bf16 where the GPU supports it, fp32 on CPU; never fp16 for T5."""
+    import torch
+
+    if cfg.precision == "fp16" and model_type in {"t5", "mt5", "umt5", "longt5"}:
+        raise ConfigError(
+            f"precision fp16 with a {model_type} model: T5 activations overflow in fp16 (NaN losses)",
+            hint="Use precision: bf16 on GPUs that support it, or fp32.",
+        )
+    if cfg.precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(cfg.precision, cfg.precision)
+
+
+def deepspeed_plugin(cfg: RunConfig, mixed_precision: str) -> Any:
+    """accelerate's DeepSpeed plugin from the ZeRO config kept in the repo, with its "auto" values filled."""
+    if cfg.deepspeed.stage == 0:
+        return None
+    from accelerate import DeepSpeedPlugin
+
+    ds = json.loads((DEEPSPEED_DIR / f"zero{cfg.deepspeed.stage}.json").read_text())
+    ds["train_micro_batch_size_per_gpu"] = cfg.optim.per_device_batch_size
+    ds["gradient_accumulation_steps"] = cfg.optim.grad_accum
+    ds["gradient_clipping"] = cfg.optim.max_grad_norm or 0.0
+    ds["bf16"] = {"enabled": mixed_precision == "bf16"}
+    if cfg.deepspeed.offload:
+        ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if cfg.deepspeed.stage == 3:
+            ds["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return DeepSpeedPlugin(hf_ds_config=ds)
+
+
+def load_model(name_or_path: str) -> Any:
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"model '{name_or_path}': cannot load: {first}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"model '{name_or_path}' is not a seq2seq (encoder-decoder) model (model_type={config.model_type})",
+            hint="For example: google/t5-base-lm-adapt or allenai/tk-instruct-3b-def.",
+        )
+    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+
+
+def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:
+    """The original's predicted_examples.jsonl shape: task fields + id + Instance + prediction."""
+    rows = []
+    for (task, inst), pred in zip(split, preds, strict=True):
+        row = task.header()
+        row.update(id=inst.id, Instance=inst.to_json(), prediction=pred)
+        rows.append(row)
+    return rows
+
+
+def score(split: Any, preds: list[str], track: str) -> dict[str, Any]:
+    from evaluation.metrics import evaluate
+
+    pairs = list(split)
+    return evaluate(preds, [list(i.outputs) for _, i in pairs], [t.name for t, _ in pairs],
+                    [t.category for t, _ in pairs], track=track)
+
+
+def execute(cfg: RunConfig, force: bool = False) -> int:
+    """Run `cfg`; returns the process exit code (0 done or skipped, 75 preempted, raises on failure)."""
+    from accelerate import Accelerator
+
+    from trainer.hf import load_tokenizer
+
+    run = RunDir(cfg.output_dir or default_output_dir(cfg))
+    cfg = cfg.model_copy(update={"output_dir": str(run.path)})
+    model = load_model(cfg.model.name_or_path)
+    mixed = resolve_precision(cfg, model.config.model_type)
+    import torch
+
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed,
+        gradient_accumulation_steps=cfg.optim.grad_accum,
+        deepspeed_plugin=deepspeed_plugin(cfg, mixed),
+    )
+    main = accelerator.is_main_process
+    if main:
+        action = run.claim(cfg, force)
+    accelerator.wait_for_everyone()
+    if not main:
+        action = "skip" if run.done() else "go"
+    if action == "skip":
+        if main:
+            print(f"{run.path}: already completed (use --force to run again)")
+        return 0
+
+    stop = StopFlag()
+    stop.install()
+    t0 = time.time()
+    if main:
+        run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes)
+    try:
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
+        root = cfg.data.root or str(_embedded_data())
+        eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
+                                   seed=cfg.seed) if cfg.do_predict else None
+
+        def predict(net: Any, split: Any, desc: str) -> list[str]:
+            from trainer.predict import generate
+
+            enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
+                               cfg.data.max_target_length, cfg.seed, cache_key={"eval": desc})
+            return generate(net, tokenizer, enc.input_ids, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+
+        if cfg.do_train:
+            dev = load_split(root, cfg.data.track, "dev", cfg.data.max_dev_instances_per_task, cfg.seed)
+            if dev is None and (cfg.eval.every_steps or cfg.eval.dense_every) and main:
+                print(f"{root}: no splits/{cfg.data.track}/dev_tasks.txt; skipping evaluation during training")
+
+            def evaluate_dev(net: Any) -> dict[str, Any] | None:
+                if dev is None:
+                    return None
+                m = score(dev, predict(net, dev, "dev"), cfg.data.track)["overall"]
+                return {f"eval_{k}": v for k, v in m.items()}
+
+            result = train(cfg, run, accelerator, model, tokenizer,
+                           lambda epoch: load_train_set(cfg, tokenizer, root, epoch), evaluate_dev, stop)
+            model = accelerator.unwrap_model(model) if not result.preempted else model
+            if result.preempted:
+                if main:
+                    run.set_status("preempted", step=result.step, signal=stop.signum,
+                                   wall_seconds=round(time.time() - t0, 1))
+                    print(f"{run.path}: stopped at step {result.step} by signal {stop.signum}; state saved")
+                return EXIT_PREEMPTED
+            if cfg.checkpoint.save_final_model and main:
+                from ni.io import atomic_dir
+
+                with atomic_dir(run.path / "model") as tmp:
+                    accelerator.unwrap_model(model).save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
+        else:
+            model = accelerator.prepare(model)
+
+        if eval_split is not None:
+            preds = predict(model, eval_split, "test")
+            if main:
+                write_jsonl(run.path / "predicted_examples.jsonl", prediction_rows(eval_split, preds))
+                metrics = score(eval_split, preds, cfg.data.track)
+                write_json(run.path / "metrics.json", metrics)
+                o = metrics["overall"]
+                print(f"{run.path}: rougeL {o['rougeL']:.2f}  exact_match {o['exact_match']:.2f}  "
+                      f"({metrics['num_examples']} examples)")
+        accelerator.wait_for_everyone()
+        if main:
+            run.set_status("completed", wall_seconds=round(time.time() - t0, 1))
+            run.mark_done()
+        return 0
+    except BaseException as e:
+        if main:
+            text = str(e) if isinstance(e, TkError) else "".join(traceback.format_exception_only(type(e), e)).strip()
+            run.set_status("failed", error=text, wall_seconds=round(time.time() - t0, 1))
+        raise
+    finally:
+        stop.restore()
+
+
+def _embedded_data() -> Path:
+    from ni.synthetic import ensure_default_data
+
+    return ensure_default_data()
+
+
+def main_run(config: str, overrides: list[str], force: bool, dry_run: bool) -> int:
+    from trainer.config import load_config
+
+    cfg = load_config(config, overrides)
+    if dry_run:
+        sys.stdout.write(cfg.to_yaml())
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return execute(cfg, force=force)

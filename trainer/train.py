@@ -1,0 +1,230 @@
+"""The training loop: Accelerate (DDP or DeepSpeed), gradient accumulation, clipping, warmup schedules,
+checkpoints every N steps and on SIGTERM/SIGUSR2, exact resume, dev evaluation, logs.
+
+Exact resume: the data order is a pure function of (seed, epoch) and the step counter, so a restarted run
+reloads model/optimizer/scheduler/RNG states from the newest complete checkpoint and carries on at the very
+batch where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trainer.config import RunConfig
+from trainer.dataset import Encoded, collate, epoch_batches, pick_labels
+from trainer.rundir import RunDir
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGTERM / SIGUSR2 (what SLURM and Beaker send before preemption or timeout)."""
+
+    signum: int | None = None
+    previous: dict[int, Any] = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    preempted: bool
+
+
+def _optimizer(model: Any, cfg: RunConfig) -> Any:
+    import torch
+
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+def _scheduler(optimizer: Any, cfg: RunConfig, total_steps: int) -> Any:
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if cfg.optim.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, cfg.optim.warmup_steps, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, cfg.optim.warmup_steps)
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def should_evaluate(cfg: RunConfig, step: int) -> bool:
+    ev = cfg.eval
+    if ev.every_steps and step % ev.every_steps == 0:
+        return True
+    return bool(ev.dense_every) and step <= ev.dense_until and step % ev.dense_every == 0
+
+
+def train(
+    cfg: RunConfig,
+    run: RunDir,
+    accelerator: Any,
+    model: Any,
+    tokenizer: Any,
+    train_set_for_epoch: Any,
+    evaluate_dev: Any,
+    stop: StopFlag,
+) -> TrainResult:
+    """`train_set_for_epoch(epoch) -> Encoded`; `evaluate_dev(model) -> dict | None` (None: no dev split)."""
+    import torch
+
+    o = cfg.optim
+    world, ga = accelerator.num_processes, o.grad_accum
+    first: Encoded = train_set_for_epoch(0)
+    steps_per_epoch = math.ceil(math.ceil(len(first) / o.per_device_batch_size) / (world * ga))
+    total_steps = o.max_steps if o.max_steps is not None else math.ceil(o.epochs * steps_per_epoch)
+
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    step = 0
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        step = orjson.loads((latest / "trainer_state.json").read_bytes())["step"]
+        if accelerator.is_main_process:
+            run.log({"event": "resumed", "step": step, "checkpoint": latest.name})
+
+    def save_checkpoint() -> None:
+        target = run.checkpoint_dir(step)
+        if (target / "COMPLETE").is_file():
+            return
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(target))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (target / "trainer_state.json").write_bytes(orjson.dumps({"step": step, "total_steps": total_steps}))
+            (target / "COMPLETE").write_text("")
+            run.prune_checkpoints(cfg.checkpoint.keep_last)
+        accelerator.wait_for_everyone()
+
+    cache: dict[int, tuple[Encoded, list[list[int]], list[list[int]]]] = {}
+
+    def epoch_plan(epoch: int) -> tuple[Encoded, list[list[int]], list[list[int]]]:
+        if epoch not in cache:
+            cache.clear()
+            data = first if epoch == 0 else train_set_for_epoch(epoch)
+            batches = epoch_batches([len(x) for x in data.input_ids], o.per_device_batch_size, cfg.seed, epoch,
+                                    o.group_by_length, world * ga)
+            cache[epoch] = (data, pick_labels(data, cfg.seed, epoch), batches)
+        return cache[epoch]
+
+    progress = _Progress(accelerator.is_main_process and cfg.logging.progress, total_steps, step)
+    window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t0": time.perf_counter()}
+    model.train()
+    while step < total_steps:
+        epoch, pos = divmod(step, steps_per_epoch)
+        data, labels, batches = epoch_plan(epoch)
+        start = (pos * world * ga) + accelerator.process_index
+        for micro in range(ga):
+            idx = batches[start + micro * world]
+            batch = collate([data.input_ids[i] for i in idx], [labels[i] for i in idx], tokenizer.pad_token_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and o.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            window["loss"] += float(loss.detach())
+            window["n"] += 1
+            window["tokens"] += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            window["padded"] += batch["input_ids"].numel() + batch["labels"].numel()
+        step += 1
+        lr = scheduler.get_last_lr()[0]
+        if step % cfg.logging.every_steps == 0 or step == total_steps:
+            stats = torch.tensor([window["loss"], window["n"], window["tokens"], window["padded"]], dtype=torch.float64,
+                                 device=accelerator.device)
+            stats = accelerator.reduce(stats, reduction="sum")
+            elapsed = time.perf_counter() - window["t0"]
+            record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(stats[0] / stats[1]),
+                      "lr": lr, "tokens_per_s": float(stats[3]) / elapsed, "nonpad_tokens_per_s": float(stats[2]) / elapsed,
+                      "peak_memory_mb": round(_peak_memory_mb(), 1), "time": time.time()}
+            if accelerator.is_main_process:
+                run.log(record)
+            progress.update(step, record)
+            window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t0": time.perf_counter()}
+        else:
+            progress.update(step, None)
+        if should_evaluate(cfg, step) and step < total_steps:
+            result = evaluate_dev(model)
+            if result is not None and accelerator.is_main_process:
+                run.log({"step": step, "event": "eval", **result})
+        stop_now = _agree(accelerator, stop.signum is not None)
+        if step % cfg.checkpoint.every_steps == 0 or stop_now:
+            save_checkpoint()
+        if stop_now:
+            progress.close()
+            return TrainResult(step, preempted=True)
+    progress.close()
+    save_checkpoint()  # the end state too, so a run preempted while predicting does not train again
+    return TrainResult(step, preempted=False)
+
+
+def _agree(accelerator: Any, flag: bool) -> bool:
+    """Every rank stops at the same step if any rank got the signal."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+class _Progress:
+    """A rich progress bar with loss, lr and tokens/s (main process only)."""
+
+    def __init__(self, enabled: bool, total: int, done: int):
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"))
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+        self.bar.start()
+
+    def update(self, step: int, record: dict[str, Any] | None) -> None:
+        if self.bar is None:
+            return
+        info = {}
+        if record is not None:
+            info["info"] = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                            f"{record['nonpad_tokens_per_s']:.0f} tok/s")
+        self.bar.update(self.task, completed=step, **info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
