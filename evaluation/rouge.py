@@ -5,11 +5,14 @@
 * xlingual: GPT-2 byte-level BPE tokens with `lstrip("Ġ")` applied to each (empty tokens are kept), no stemming.
 
 `RougeScorer` tokenizes every distinct string once, interns tokens as integers and scores every distinct
-(prediction, reference) pair once, ROUGE-1 and ROUGE-L together (see `evaluation.overlap`).
+(prediction, reference) pair once, ROUGE-1 and ROUGE-L together (see `evaluation.overlap`). Large inputs are split
+into contiguous chunks of examples scored by a process pool, one scorer (and cache) per worker.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -125,13 +128,59 @@ class RougeScorer:
     def score(
         self, predictions: Sequence[str], references: Sequence[Sequence[str]], workers: int | None = None
     ) -> tuple[list[float], list[float]]:
-        """Per prediction: (max ROUGE-1 F over its references, max ROUGE-L F over its references)."""
+        """Per prediction: (max ROUGE-1 F over its references, max ROUGE-L F over its references).
+
+        `workers=None` uses every available core above PARALLEL_MIN_PAIRS prediction/reference pairs, else one.
+        """
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+        if workers is None:
+            workers = available_cpus() if sum(map(len, references)) > PARALLEL_MIN_PAIRS else 1
+        if workers > 1 and len(predictions) >= 2 * workers:
+            return _score_in_pool(self.tokenizer, predictions, references, workers)
         pair_index: dict[tuple[int, int], int] = {}
         per_example: list[list[int]] = []
         for pred, refs in zip(predictions, references, strict=True):
             p = self._intern(pred)
             per_example.append([pair_index.setdefault((p, self._intern(r)), len(pair_index)) for r in refs])
-        scores = score_pairs(self._seqs, list(pair_index), workers=workers)
+        scores = score_pairs(self._seqs, list(pair_index))
         r1 = [max(scores[k][0] for k in ks) for ks in per_example]
         rl = [max(scores[k][1] for k in ks) for ks in per_example]
         return r1, rl
+
+
+# --- processes: contiguous chunks of examples, each worker with its own scorer (and caches) ------------------------
+
+PARALLEL_MIN_PAIRS = 20_000  # below this a process pool costs more than it saves
+_CHUNKS_PER_WORKER = 4
+_worker_scorer: RougeScorer | None = None
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _worker_scorer
+    _worker_scorer = RougeScorer(tokenizer)
+
+
+def _score_chunk(chunk: tuple[Sequence[str], Sequence[Sequence[str]]]) -> tuple[list[float], list[float]]:
+    assert _worker_scorer is not None
+    return _worker_scorer.score(chunk[0], chunk[1], workers=1)
+
+
+def _score_in_pool(
+    tokenizer: Tokenizer, predictions: Sequence[str], references: Sequence[Sequence[str]], workers: int
+) -> tuple[list[float], list[float]]:
+    # fork: workers inherit the tokenizer (and its caches) without pickling; elsewhere it must pickle.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    size = -(-len(predictions) // (workers * _CHUNKS_PER_WORKER))
+    chunks = [(predictions[i : i + size], references[i : i + size]) for i in range(0, len(predictions), size)]
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        parts = pool.map(_score_chunk, chunks)
+    return [x for r1, _ in parts for x in r1], [x for _, rl in parts for x in rl]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
+from evaluation import rouge
 from evaluation.metrics import (
     ExampleScores,
     aggregate,
@@ -20,7 +21,7 @@ from evaluation.metrics import (
     normalize_answer,
     score_examples,
 )
-from evaluation.overlap import lcs_length, score_pairs
+from evaluation.overlap import lcs_length
 from evaluation.rouge import DefaultTokenizer, RougeScorer, XlingualTokenizer
 from ni.errors import ConfigError
 
@@ -167,11 +168,26 @@ def test_stemming_applies_only_to_long_tokens() -> None:
     assert r1[0] == original_rouge("rouge1", "running cats", "run cat")
 
 
-def test_parallel_scoring_equals_serial() -> None:
+def test_parallel_scoring_equals_serial(byte_bpe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(3)
-    seqs = [tuple(rng.randrange(30) for _ in range(rng.randrange(0, 40))) for _ in range(300)]
-    pairs = [(rng.randrange(300), rng.randrange(300)) for _ in range(9000)]
-    assert score_pairs(seqs, pairs, workers=2) == score_pairs(seqs, pairs, workers=1)
+    lines = training_lines(200, seed=9)
+    preds = [rng.choice(lines) for _ in range(400)]
+    refs = [[rng.choice(lines) for _ in range(rng.randint(1, 3))] for _ in range(400)]
+    for tok in (DefaultTokenizer(), XlingualTokenizer(byte_bpe)):
+        assert RougeScorer(tok).score(preds, refs, workers=2) == RougeScorer(tok).score(preds, refs, workers=1)
+    # workers=None goes to the pool above the threshold
+    calls: list[int] = []
+    real = rouge._score_in_pool
+    monkeypatch.setattr(rouge, "PARALLEL_MIN_PAIRS", 100)
+    monkeypatch.setattr(rouge, "available_cpus", lambda: 2)
+
+    def spy(*args: Any) -> tuple[list[float], list[float]]:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(rouge, "_score_in_pool", spy)
+    assert score_examples(preds, refs).rougeL == score_examples(preds, refs, workers=1).rougeL
+    assert calls == [1]
 
 
 def test_score_examples_rejects_bad_references() -> None:
