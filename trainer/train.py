@@ -9,6 +9,7 @@ batch where it stopped.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -138,6 +139,8 @@ def train(
             cache[epoch] = (data, pick_labels(data, cfg.seed, epoch), batches)
         return cache[epoch]
 
+    # A debug knob: slow every step down, to exercise preemption by hand or in tests.
+    step_delay = float(os.environ.get("TK_DEBUG_STEP_DELAY", "0"))
     progress = _Progress(accelerator.is_main_process and cfg.logging.progress, total_steps, step)
     window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t0": time.perf_counter()}
     model.train()
@@ -162,6 +165,8 @@ def train(
             window["tokens"] += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
             window["padded"] += batch["input_ids"].numel() + batch["labels"].numel()
         step += 1
+        if step_delay:
+            time.sleep(step_delay)
         lr = scheduler.get_last_lr()[0]
         if step % cfg.logging.every_steps == 0 or step == total_steps:
             stats = torch.tensor([window["loss"], window["n"], window["tokens"], window["padded"]], dtype=torch.float64,

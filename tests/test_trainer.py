@@ -1,0 +1,227 @@
+"""The trainer for real: a tiny T5 on the embedded data, on CPU -- config, run directory, exact resume, learning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from ni.errors import ConfigError
+from trainer.config import apply_overrides, load_config, validate_config
+from trainer.run import resolve_precision
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ni.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", embedded, d_model=64, num_layers=2)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "encoded-cache"))
+
+
+def write_config(path: Path, **sections: object) -> Path:
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def small_run(tmp: Path, model: Path, data: Path, **extra: object) -> dict:
+    cfg: dict = {
+        "name": "t",
+        "model": {"name_or_path": str(model)},
+        "data": {"root": str(data), "max_instances_per_task": 16, "max_instances_per_eval_task": 4,
+                 "max_source_length": 128},
+        "optim": {"lr": 1e-3, "max_steps": 6, "per_device_batch_size": 4, "grad_accum": 2},
+        "eval": {"batch_size": 16, "max_new_tokens": 8},
+        "checkpoint": {"every_steps": 1000, "save_final_model": True},
+        "logging": {"every_steps": 1, "progress": False},
+        "output_dir": str(tmp / "run"),
+    }
+    for key, value in extra.items():
+        cfg = apply_overrides(cfg, [f"{key}={value}"])
+    return cfg
+
+
+def trainer_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", *args]
+
+
+def run_trainer(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(trainer_cmd(*args), cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+# --- config -------------------------------------------------------------------------------------------
+
+
+def test_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "r.yaml", model={"name_or_path": "x"}, optim={"learning_rate": 1e-4})
+    with pytest.raises(ConfigError, match=r"r.yaml: unknown key 'optim.learning_rate'.*Valid keys here: .*lr"):
+        load_config(cfg)
+
+
+def test_wrong_type_and_bad_encoding_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"x.yaml: optim.per_device_batch_size"):
+        validate_config({"model": {"name_or_path": "m"}, "optim": {"per_device_batch_size": "big"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"data.train_encoding: unknown encoding 'def_pos'"):
+        validate_config({"model": {"name_or_path": "m"}, "data": {"train_encoding": "def_pos"}}, "x.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name_or_path: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_config(bad)
+
+
+def test_overrides_are_typed_and_dry_run_prints_resolved_config(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "r.yaml", model={"name_or_path": "m"})
+    loaded = load_config(cfg, ["optim.lr=1e-4", "data.task_limit=8", "do_train=false"])
+    assert loaded.optim.lr == 1e-4 and loaded.data.task_limit == 8 and not loaded.do_train
+    r = run_trainer("run", "--config", str(cfg), "--set", "optim.epochs=3", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["optim"]["epochs"] == 3
+    r = run_trainer("run", "--config", str(cfg), "--set", "optim.epoch=3", "--dry-run")
+    assert r.returncode == 2 and "unknown key 'optim.epoch'" in r.stderr
+
+
+def test_fp16_is_refused_for_t5() -> None:
+    cfg = validate_config({"model": {"name_or_path": "m"}, "precision": "fp16"}, "x")
+    with pytest.raises(ConfigError, match="T5 activations overflow in fp16"):
+        resolve_precision(cfg, "t5")
+    assert resolve_precision(validate_config({"model": {"name_or_path": "m"}}, "x"), "t5") == "no"  # CPU: fp32
+
+
+def test_not_a_seq2seq_model_and_missing_data_root(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path / "gpt2")
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tmp_path / "gpt2", embedded))
+    r = run_trainer("run", "--config", str(cfg))
+    assert r.returncode == 2 and "is not a seq2seq (encoder-decoder) model (model_type=gpt2)" in r.stderr
+    cfg = write_config(tmp_path / "r2.yaml", **small_run(tmp_path / "2", tiny_model, tmp_path / "nowhere"))
+    r = run_trainer("run", "--config", str(cfg))
+    assert r.returncode == 2 and "data root not found" in r.stderr
+    status = orjson.loads((tmp_path / "2" / "run" / "status.json").read_bytes())
+    assert status["state"] == "failed" and "data root not found" in status["error"]
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+def read_log(run: Path) -> list[dict]:
+    return [orjson.loads(line) for line in (run / "train_log.jsonl").read_bytes().splitlines()]
+
+
+@pytest.mark.slow
+def test_run_writes_the_run_directory_and_skips_when_done(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
+    r = run_trainer("run", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    for name in ("config.yaml", "predicted_examples.jsonl", "metrics.json", "train_log.jsonl", "status.json", "DONE"):
+        assert (run / name).is_file(), name
+    status = orjson.loads((run / "status.json").read_bytes())
+    assert status["state"] == "completed" and status["finished_at"]
+    log = [x for x in read_log(run) if "loss" in x]
+    assert [x["step"] for x in log] == [1, 2, 3, 4, 5, 6]
+    assert all(x["nonpad_tokens_per_s"] > 0 and x["peak_memory_mb"] > 0 for x in log)
+    preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
+    assert len(preds) == 4 * 4 and {"id", "Task", "Instance", "prediction", "Definition", "Categories"} <= set(preds[0])
+    metrics = orjson.loads((run / "metrics.json").read_bytes())
+    assert metrics["num_examples"] == 16 and set(metrics["overall"]) == {"exact_match", "rouge1", "rougeL"}
+    # again: completed, so skipped
+    r = run_trainer("run", "--config", str(cfg))
+    assert r.returncode == 0 and "already completed" in r.stdout
+    # a different config must never reuse this directory
+    r = run_trainer("run", "--config", str(cfg), "--set", "optim.lr=0.5")
+    assert r.returncode == 2 and "holds a run of a different config" in r.stderr
+    # a predict-only run of the trained model reproduces the predictions
+    cfg2 = write_config(tmp_path / "p.yaml", **small_run(tmp_path / "p", run / "model", embedded, do_train="false"))
+    r = run_trainer("run", "--config", str(cfg2))
+    assert r.returncode == 0, r.stderr
+    again = [orjson.loads(line) for line in (tmp_path / "p" / "run" / "predicted_examples.jsonl").read_bytes().splitlines()]
+    assert [p["prediction"] for p in again] == [p["prediction"] for p in preds]
+
+
+def final_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_is_exact(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    """Interrupted at a random step and resumed, a run ends with the same weights and losses as one that was not."""
+    import random
+
+    import torch
+
+    steps = 12
+    base = {"optim.max_steps": steps, "optim.grad_accum": 1, "checkpoint.every_steps": 5}
+    straight = write_config(tmp_path / "a.yaml", **small_run(tmp_path / "a", tiny_model, embedded, **base))
+    assert run_trainer("run", "--config", str(straight)).returncode == 0
+
+    cfg = write_config(tmp_path / "b.yaml", **small_run(tmp_path / "b", tiny_model, embedded, **base))
+    run = tmp_path / "b" / "run"
+    stop_at = random.Random().randint(2, steps - 3)
+    proc = subprocess.Popen(trainer_cmd("run", "--config", str(cfg)), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "TK_DEBUG_STEP_DELAY": "0.3"})
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        log = read_log(run) if (run / "train_log.jsonl").is_file() else []
+        if any(x.get("step", 0) >= stop_at for x in log):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out
+    status = orjson.loads((run / "status.json").read_bytes())
+    assert status["state"] == "preempted"
+    assert not (run / "DONE").exists()
+
+    r = run_trainer("run", "--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = read_log(run)
+    resumed = [x for x in log if x.get("event") == "resumed"]
+    assert len(resumed) == 1 and stop_at <= resumed[0]["step"] < steps
+    losses_b = {x["step"]: x["loss"] for x in log if "loss" in x}
+    losses_a = {x["step"]: x["loss"] for x in read_log(tmp_path / "a" / "run") if "loss" in x}
+    assert losses_b == losses_a
+    wa, wb = final_weights(tmp_path / "a" / "run"), final_weights(run)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert len(list((run / "checkpoints").iterdir())) <= 2  # keep_last
+
+
+@pytest.mark.slow
+def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    """torchrun starts two CPU ranks (asserted), which train, predict shards and write one predictions file."""
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "trainer", "run", "--config", str(cfg)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "run"
+    status = orjson.loads((run / "status.json").read_bytes())
+    assert status["state"] == "completed" and status["world_size"] == 2
+    preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
+    assert len(preds) == 16 and len({p["id"] for p in preds}) == 16
+    assert [p for p in run.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
