@@ -137,6 +137,7 @@ class RougeScorer:
         if workers is None:
             workers = available_cpus() if sum(map(len, references)) > PARALLEL_MIN_PAIRS else 1
         if workers > 1 and len(predictions) >= 2 * workers:
+            self.tokenizer.tokenize("")  # load a lazy tokenizer here, once, not in every worker
             return _score_in_pool(self.tokenizer, predictions, references, workers)
         pair_index: dict[tuple[int, int], int] = {}
         per_example: list[list[int]] = []

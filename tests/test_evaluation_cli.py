@@ -129,6 +129,35 @@ def test_categories_come_from_task_files_when_lines_lack_them(
     assert not (tmp_path / "c.json").exists()
 
 
+def test_categories_from_a_data_root_follow_renames_and_fail_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks = tmp_path / "data" / "tasks"
+    tasks.mkdir(parents=True)
+    task = {"Definition": ["d"], "Positive Examples": [], "Instances": [], "Categories": ["Question Rewriting"]}
+    (tasks / "task121_atomic_question_rewriting.json").write_bytes(orjson.dumps(task))
+    (tasks / "task2_nocat.json").write_bytes(orjson.dumps({**task, "Categories": []}))
+
+    def bare(task_name: str) -> dict[str, Any]:
+        return {k: v for k, v in row(0, Task=task_name).items() if k != "Categories"}
+
+    out = tmp_path / "m.json"
+    for name in ("task121_atomic_question_rewriting", "task121_zest_question_rewriting"):
+        preds = write_lines(tmp_path / "p.jsonl", [bare(name)])
+        rc, _, err = run_main(["score", preds, "--data", tmp_path / "data", "--out", out], capsys)
+        assert rc == 0, err
+        got = orjson.loads(out.read_bytes())
+        assert got["headline"] == {"rougeL_for_question_rewriting": 100.0}
+        assert list(got["per_task"])[0].endswith("_for_task121_zest_question_rewriting")
+    out.unlink()
+    for name, message in [("task2_nocat", "task2_nocat.json: field 'Categories': missing or empty"),
+                          ("task3_none", "task3_none.json: task file not found")]:
+        preds = write_lines(tmp_path / "p.jsonl", [bare(name)])
+        rc, _, err = run_main(["score", preds, "--data", tmp_path / "data", "--out", out], capsys)
+        assert rc == 2 and message in err and err.count("\n") == 1
+        assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Cross-lingual track through the CLI, with a local stand-in tokenizer directory
 
