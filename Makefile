@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 DATA ?=
 OUT ?= runs/demo
 ENCODING ?= instruct_pos_2_input
+SETUP_FLAGS ?=
 
 .PHONY: help setup test test-fast check bench demo clean
 
@@ -16,7 +17,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected)
-	source $(VENV)/bin/activate && bash scripts/install.sh --dev
+	source $(VENV)/bin/activate && bash scripts/install.sh --dev $(SETUP_FLAGS)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q
@@ -31,6 +32,7 @@ check:  ## ruff + mypy
 bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sample)
 	$(PY) bench/bench_encoding.py
 	$(PY) bench/bench_scoring.py
+	$(PY) bench/bench_trainer.py
 
 DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
 demo:  ## end to end on the embedded default data: data, prompts, baselines, scores (DATA=... for real NI)

@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Install the project into the active Python environment (a venv, or a container image's Python).
-#   scripts/install.sh [--dev] [--gpu|--cpu]
+#   scripts/install.sh [--dev] [--deepspeed] [--gpu|--cpu]
 # One script for people, CI and the container images, so what CI tests is what the images run.
 #  - torch is installed first, pinned, so the project's `torch>=` floor never pulls another build:
 #    on GPU machines the CUDA wheel from PyPI; on CPU machines set TORCH_INDEX_URL to a CPU-wheel index
 #    (machines whose pip is configured with a local CPU wheel, like ours, need nothing).
-#  - DeepSpeed (GPU only) builds against that torch, so it is installed without build isolation.
+#  - DeepSpeed builds against that torch, so it is installed without build isolation (always on GPU machines;
+#    with --deepspeed on CPU machines, where its CPU accelerator runs ZeRO for tests; ops JIT-compile on first use).
 set -euo pipefail
 
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 dev=0
+deepspeed=0
 mode=auto
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
+    --deepspeed) deepspeed=1 ;;
     --gpu) mode=gpu ;;
     --cpu) mode=cpu ;;
-    *) echo "install.sh: unknown option '$arg' (valid: --dev --gpu --cpu)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown option '$arg' (valid: --dev --deepspeed --gpu --cpu)" >&2; exit 2 ;;
   esac
 done
 if [ "$mode" = auto ]; then
@@ -39,8 +42,8 @@ extras=""
 echo "install.sh: project${extras:+ [$extras]}"
 python -m pip install --quiet -e "${here}${extras:+[$extras]}"
 
-if [ "$mode" = gpu ]; then
-  echo "install.sh: deepspeed (no build isolation, against the installed torch)"
-  python -m pip install --quiet --no-build-isolation "deepspeed>=0.15"
+if [ "$mode" = gpu ] || [ "$deepspeed" = 1 ]; then
+  echo "install.sh: deepspeed (no build isolation, against the installed torch; ops compiled on first use)"
+  DS_BUILD_OPS=0 python -m pip install --quiet --no-build-isolation "deepspeed>=0.15"
 fi
 python -c 'import torch, transformers; print(f"install.sh: ok (torch {torch.__version__}, transformers {transformers.__version__}, cuda={torch.cuda.is_available()})")'

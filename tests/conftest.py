@@ -53,3 +53,24 @@ def byte_bpe_tokenizer(ni_sample: Path):
     tok.train_from_iterator(task_texts(load_all_tasks(ni_sample)), trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", model_max_length=1 << 20)
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded default dataset, generated afresh."""
+    from ni.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", embedded, d_model=64, num_layers=2)
+
+
+@pytest.fixture(autouse=True)
+def _encoded_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the user's encoding cache."""
+    monkeypatch.setenv("TK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "encoded-cache"))

@@ -20,25 +20,6 @@ from trainer.run import resolve_precision
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ni.synthetic import generate
-
-    return generate(tmp_path_factory.mktemp("data") / "synthetic", seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", embedded, d_model=64, num_layers=2)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "encoded-cache"))
-
-
 def write_config(path: Path, **sections: object) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path
@@ -225,3 +206,37 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
     assert len(preds) == 16 and len({p["id"] for p in preds}) == 16
     assert [p for p in run.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_the_training_tasks(tmp_path: Path, embedded: Path) -> None:
+    """A learning test, not a smoke test: after a minute of CPU training the tiny T5 must clearly beat the
+    copy-demo baseline on the same instances of its training tasks."""
+    import shutil
+
+    from evaluation.metrics import evaluate
+    from trainer.tiny import build_tiny_model
+
+    data = tmp_path / "data"
+    shutil.copytree(embedded, data)
+    split = data / "splits" / "default"
+    (split / "test_tasks.txt").write_text((split / "train_tasks.txt").read_text())
+    model = build_tiny_model(tmp_path / "tiny", data)
+    cfg = small_run(tmp_path, model, data)
+    cfg["data"].update(train_encoding="instruct_input", max_instances_per_task=200, max_instances_per_eval_task=20,
+                       max_source_length=160)
+    cfg["optim"] = {"lr": 1e-3, "epochs": 8, "per_device_batch_size": 32, "schedule": "linear", "warmup_steps": 20}
+    cfg["logging"]["every_steps"] = 50
+    cfg["checkpoint"] = {"every_steps": 10_000, "save_final_model": False}
+    r = run_trainer("run", "--config", str(write_config(tmp_path / "r.yaml", **cfg)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    rows = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
+    refs = [r["Instance"]["output"] for r in rows]
+    args = ([r["Task"] for r in rows], [r["Categories"][0] for r in rows])
+    copy_demo = evaluate([r["Positive Examples"][0]["output"] for r in rows], refs, *args)["overall"]["rougeL"]
+    trained = orjson.loads((run / "metrics.json").read_bytes())["overall"]["rougeL"]
+    assert trained == evaluate([r["prediction"] for r in rows], refs, *args)["overall"]["rougeL"]
+    assert trained > copy_demo + 25, (trained, copy_demo)
+    losses = [x["loss"] for x in read_log(run) if "loss" in x]
+    assert losses[-1] < losses[0] / 3

@@ -105,7 +105,7 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     import torch
 
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
+        cpu=not torch.cuda.is_available() and cfg.deepspeed.stage == 0,
         mixed_precision=mixed,
         gradient_accumulation_steps=cfg.optim.grad_accum,
         deepspeed_plugin=deepspeed_plugin(cfg, mixed),
@@ -125,7 +125,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     stop.install()
     t0 = time.time()
     if main:
-        run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes)
+        run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes,
+                       distributed_type=str(accelerator.distributed_type.value), mixed_precision=mixed)
     try:
         from accelerate.utils import set_seed
 
@@ -155,19 +156,21 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
 
             result = train(cfg, run, accelerator, model, tokenizer,
                            lambda epoch: load_train_set(cfg, tokenizer, root, epoch), evaluate_dev, stop)
-            model = accelerator.unwrap_model(model) if not result.preempted else model
+            model = result.model
             if result.preempted:
                 if main:
                     run.set_status("preempted", step=result.step, signal=stop.signum,
                                    wall_seconds=round(time.time() - t0, 1))
                     print(f"{run.path}: stopped at step {result.step} by signal {stop.signum}; state saved")
                 return EXIT_PREEMPTED
-            if cfg.checkpoint.save_final_model and main:
+            if cfg.checkpoint.save_final_model:
                 from ni.io import atomic_dir
 
-                with atomic_dir(run.path / "model") as tmp:
-                    accelerator.unwrap_model(model).save_pretrained(tmp)
-                    tokenizer.save_pretrained(tmp)
+                state = accelerator.get_state_dict(model)  # on every rank: ZeRO-3 gathers the partitions
+                if main:
+                    with atomic_dir(run.path / "model") as tmp:
+                        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state)
+                        tokenizer.save_pretrained(tmp)
         else:
             model = accelerator.prepare(model)
 

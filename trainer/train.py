@@ -45,6 +45,7 @@ class StopFlag:
 class TrainResult:
     step: int
     preempted: bool
+    model: Any  # as prepared by accelerate (DDP / DeepSpeed engine): predict with it, save through it
 
 
 def _optimizer(model: Any, cfg: RunConfig) -> Any:
@@ -191,10 +192,10 @@ def train(
             save_checkpoint()
         if stop_now:
             progress.close()
-            return TrainResult(step, preempted=True)
+            return TrainResult(step, preempted=True, model=model)
     progress.close()
     save_checkpoint()  # the end state too, so a run preempted while predicting does not train again
-    return TrainResult(step, preempted=False)
+    return TrainResult(step, preempted=False, model=model)
 
 
 def _agree(accelerator: Any, flag: bool) -> bool:
