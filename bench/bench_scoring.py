@@ -103,21 +103,23 @@ def main() -> int:
     shared = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
     ap.add_argument("--data", default=str(shared / "ni-sample"))
     ap.add_argument("--pairs", type=int, default=20_000, help="prediction/reference pairs (default 20000)")
-    ap.add_argument("--workers", type=int, default=None, help="our process count (default: auto)")
+    ap.add_argument("--workers", type=int, default=None, help="our process count for 'auto' (default: auto)")
     ap.add_argument("--plain-repeat", action="store_true", help="repeat predictions unchanged")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of ours (best is reported)")
     args = ap.parse_args()
 
     preds, refs, tasks, cats = build_inputs(args.data, args.pairs, args.plain_repeat)
     n_pairs = sum(len(r) for r in refs)
-    print(f"{len(preds)} predictions, {n_pairs} prediction/reference pairs, {available_cpus()} cores "
-          f"(ours goes parallel above {PARALLEL_MIN_PAIRS} pairs)")
+    distinct = sum(len(r) for _, r in {(p, tuple(r)) for p, r in zip(preds, refs, strict=True)})
+    print(f"{len(preds)} predictions, {n_pairs} prediction/reference pairs ({distinct} in distinct examples), "
+          f"{available_cpus()} cores; ours goes parallel above {PARALLEL_MIN_PAIRS} pairs in distinct examples")
 
     t_ref, ref_scores = best_of(1, lambda: reference_scores(preds, refs))
     ref_overall, ref_tasks = reference_metrics(ref_scores), reference_per_task(ref_scores, tasks)
 
     results = [("reference (original algorithm)", t_ref)]
-    modes = [("ours, 1 process", 1), ("ours, auto", args.workers)]
+    cpus = args.workers or available_cpus()
+    modes = [("ours, 1 process", 1), (f"ours, {cpus} processes (forced)", cpus), ("ours, auto", args.workers)]
     for label, workers in modes:
         t, report = best_of(args.repeat, lambda w=workers: evaluate(preds, refs, tasks, cats, workers=w))
         if report["overall"] != ref_overall or report["per_task"] != ref_tasks:

@@ -130,24 +130,31 @@ class RougeScorer:
     ) -> tuple[list[float], list[float]]:
         """Per prediction: (max ROUGE-1 F over its references, max ROUGE-L F over its references).
 
-        `workers=None` uses every available core above PARALLEL_MIN_PAIRS prediction/reference pairs, else one.
+        Repeated examples are scored once. `workers=None` uses every available core when the distinct examples
+        hold more than PARALLEL_MIN_PAIRS prediction/reference pairs, else one process.
         """
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+        index: dict[tuple[str, tuple[str, ...]], int] = {}
+        order = [index.setdefault((p, tuple(r)), len(index)) for p, r in zip(predictions, references, strict=True)]
+        examples = list(index)
         if workers is None:
-            workers = available_cpus() if sum(map(len, references)) > PARALLEL_MIN_PAIRS else 1
-        if workers > 1 and len(predictions) >= 2 * workers:
+            workers = available_cpus() if sum(len(r) for _, r in examples) > PARALLEL_MIN_PAIRS else 1
+        if workers > 1 and len(examples) >= 2 * workers:
             self.tokenizer.tokenize("")  # load a lazy tokenizer here, once, not in every worker
-            return _score_in_pool(self.tokenizer, predictions, references, workers)
+            r1, rl = _score_in_pool(self.tokenizer, examples, workers)
+        else:
+            r1, rl = self._score_distinct(examples)
+        return [r1[i] for i in order], [rl[i] for i in order]
+
+    def _score_distinct(self, examples: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[float], list[float]]:
         pair_index: dict[tuple[int, int], int] = {}
         per_example: list[list[int]] = []
-        for pred, refs in zip(predictions, references, strict=True):
+        for pred, refs in examples:
             p = self._intern(pred)
             per_example.append([pair_index.setdefault((p, self._intern(r)), len(pair_index)) for r in refs])
         scores = score_pairs(self._seqs, list(pair_index))
-        r1 = [max(scores[k][0] for k in ks) for ks in per_example]
-        rl = [max(scores[k][1] for k in ks) for ks in per_example]
-        return r1, rl
+        return [max(scores[k][0] for k in ks) for ks in per_example], [max(scores[k][1] for k in ks) for ks in per_example]
 
 
 # --- processes: contiguous chunks of examples, each worker with its own scorer (and caches) ------------------------
@@ -169,19 +176,19 @@ def _init_worker(tokenizer: Tokenizer) -> None:
     _worker_scorer = RougeScorer(tokenizer)
 
 
-def _score_chunk(chunk: tuple[Sequence[str], Sequence[Sequence[str]]]) -> tuple[list[float], list[float]]:
+def _score_chunk(examples: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[float], list[float]]:
     assert _worker_scorer is not None
-    return _worker_scorer.score(chunk[0], chunk[1], workers=1)
+    return _worker_scorer._score_distinct(examples)
 
 
 def _score_in_pool(
-    tokenizer: Tokenizer, predictions: Sequence[str], references: Sequence[Sequence[str]], workers: int
+    tokenizer: Tokenizer, examples: Sequence[tuple[str, Sequence[str]]], workers: int
 ) -> tuple[list[float], list[float]]:
     # fork: workers inherit the tokenizer (and its caches) without pickling; elsewhere it must pickle.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    size = -(-len(predictions) // (workers * _CHUNKS_PER_WORKER))
-    chunks = [(predictions[i : i + size], references[i : i + size]) for i in range(0, len(predictions), size)]
+    size = -(-len(examples) // (workers * _CHUNKS_PER_WORKER))
+    chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
     with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
         parts = pool.map(_score_chunk, chunks)
     return [x for r1, _ in parts for x in r1], [x for _, rl in parts for x in rl]
