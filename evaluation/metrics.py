@@ -66,8 +66,6 @@ def score_examples(
     workers: int | None = None,
 ) -> ExampleScores:
     """Score every prediction against its references. `xlingual_tokenizer`: see `evaluation.rouge.make_tokenizer`."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
     for i, refs in enumerate(references):
         if isinstance(refs, str) or not refs:
             raise ValueError(f"example {i}: references must be a non-empty list of strings")
