@@ -165,7 +165,7 @@ def test_categories_from_a_data_root_follow_renames_and_fail_clearly(
 def test_xlingual_score_with_local_tokenizer_directory(
     ni_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from test_metrics import original_compute_metrics, train_byte_bpe
+    from tests.test_metrics import original_compute_metrics, train_byte_bpe
 
     tok = train_byte_bpe()
     tok.save_pretrained(tmp_path / "tok")
