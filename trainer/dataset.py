@@ -42,8 +42,12 @@ def cache_dir() -> Path:
 
 def _tokenizer_fingerprint(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(tokenizer)
-    return hashlib.sha256(text.encode()).hexdigest()
+    if backend is None:
+        return hashlib.sha256(repr(tokenizer).encode()).hexdigest()
+    spec = orjson.loads(backend.to_str())
+    spec.pop("truncation", None)  # call-time state that the tokenizer carries between calls
+    spec.pop("padding", None)
+    return hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _split_fingerprint(data: SplitData) -> str:

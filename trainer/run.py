@@ -104,11 +104,17 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     mixed = resolve_precision(cfg, model.config.model_type)
     import torch
 
+    trackers = [name for name, on in (("tensorboard", cfg.logging.tensorboard), ("wandb", cfg.logging.wandb)) if on]
+    if "wandb" in trackers and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")  # no key: log locally, `wandb sync` later
+        os.environ.setdefault("WANDB_DIR", str(run.path / "tracking"))
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available() and cfg.deepspeed.stage == 0,
         mixed_precision=mixed,
         gradient_accumulation_steps=cfg.optim.grad_accum,
         deepspeed_plugin=deepspeed_plugin(cfg, mixed),
+        log_with=trackers or None,
+        project_dir=str(run.path / "tracking"),
     )
     main = accelerator.is_main_process
     if main:
@@ -121,6 +127,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
             print(f"{run.path}: already completed (use --force to run again)")
         return 0
 
+    if trackers:
+        accelerator.init_trackers(cfg.name, config=flat_hparams(cfg))
     stop = StopFlag()
     stop.install()
     t0 = time.time()
@@ -195,6 +203,22 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         raise
     finally:
         stop.restore()
+        accelerator.end_training()
+
+
+def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
+    """The config as flat scalars (what TensorBoard's hparams and W&B's config accept)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    walk("", cfg.model_dump(mode="json"))
+    return out
 
 
 def _embedded_data() -> Path:

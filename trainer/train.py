@@ -179,14 +179,17 @@ def train(
                       "peak_memory_mb": round(_peak_memory_mb(), 1), "time": time.time()}
             if accelerator.is_main_process:
                 run.log(record)
+            accelerator.log({f"train/{k}": v for k, v in record.items() if k not in ("step", "time")}, step=step)
             progress.update(step, record)
             window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t0": time.perf_counter()}
         else:
             progress.update(step, None)
         if should_evaluate(cfg, step) and step < total_steps:
             result = evaluate_dev(model)
-            if result is not None and accelerator.is_main_process:
-                run.log({"step": step, "event": "eval", **result})
+            if result is not None:
+                if accelerator.is_main_process:
+                    run.log({"step": step, "event": "eval", **result})
+                accelerator.log({f"dev/{k}": v for k, v in result.items()}, step=step)
         stop_now = _agree(accelerator, stop.signum is not None)
         if step % cfg.checkpoint.every_steps == 0 or stop_now:
             save_checkpoint()

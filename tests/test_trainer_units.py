@@ -1,0 +1,106 @@
+"""Trainer building blocks: length-grouped batches, collation, the encoding cache, dev evaluation and trackers."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from ni.data import require_split
+from trainer.dataset import collate, encode_split, epoch_batches, pick_labels
+from tests.test_trainer import REPO, read_log, small_run, write_config
+
+
+def padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths[i] for b in batches for i in b) / padded
+
+
+def test_length_grouped_batches_cover_every_example_with_less_padding() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 500) for _ in range(1003)]
+    grouped = epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=True, multiple_of=4)
+    plain = epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=False, multiple_of=4)
+    for batches in (grouped, plain):
+        assert len(batches) % 4 == 0
+        seen = Counter(i for b in batches for i in b)
+        assert set(seen) == set(range(1003))  # every example, each epoch
+        assert sum(seen.values()) - 1003 < 8 * 4  # only the cyclic padding to a multiple of world x accum repeats
+    assert padding_fraction(grouped, lengths) < padding_fraction(plain, lengths) / 3
+    assert grouped == epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=True, multiple_of=4)
+    assert grouped != epoch_batches(lengths, 8, seed=1, epoch=1, group_by_length=True, multiple_of=4)
+
+
+def test_collate_pads_dynamically_and_masks_labels() -> None:
+    batch = collate([[5, 6, 1], [7, 1]], [[9, 1], [8, 8, 8, 1]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 1], [7, 1, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[9, 1, -100, -100], [8, 8, 8, 1]]
+
+
+def test_encoding_cache_is_keyed_by_task_content(tmp_path: Path, embedded: Path, tiny_model: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("TK_CACHE_DIR", str(tmp_path / "cache"))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    data = require_split(embedded, "default", "test", max_instances_per_task=5)
+    first = encode_split(data, "instruct_pos_2_input", tok, 128, 16, 1, cache_key={"k": 1})
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1
+    again = encode_split(data, "instruct_pos_2_input", tok, 128, 16, 1, cache_key={"k": 1})
+    assert again == first and list((tmp_path / "cache").iterdir()) == files
+    encode_split(data, "instruct_input", tok, 128, 16, 1, cache_key={"k": 1})  # another encoding: another entry
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    copy = tmp_path / "copy"
+    shutil.copytree(embedded, copy)
+    task = copy / "tasks" / f"{data.tasks[0].name}.json"
+    task.write_bytes(task.read_bytes().replace(b'"Definition"', b'"Definition" ', 1))  # same data, other bytes
+    encode_split(require_split(copy, "default", "test", max_instances_per_task=5), "instruct_pos_2_input", tok,
+                 128, 16, 1, cache_key={"k": 1})
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_labels_are_drawn_per_epoch_from_all_references(embedded: Path, tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    data = require_split(embedded, "default", "test", max_instances_per_task=100)
+    enc = encode_split(data, "input_only", tok, 64, 16, 0)
+    multi = [i for i, refs in enumerate(enc.labels) if len(refs) > 1]
+    assert multi
+    e0, e1 = pick_labels(enc, 0, 0), pick_labels(enc, 0, 1)
+    assert all(e0[i] in enc.labels[i] for i in multi)
+    assert any(e0[i] != e1[i] for i in multi) and e0 == pick_labels(enc, 0, 0)
+
+
+@pytest.mark.slow
+def test_dev_evaluation_is_logged_and_tensorboard_works_offline(tmp_path: Path, tiny_model: Path,
+                                                                embedded: Path) -> None:
+    pytest.importorskip("tensorboard")
+    cfg = small_run(tmp_path, tiny_model, embedded, **{"eval.every_steps": 3, "logging.tensorboard": "true"})
+    r = subprocess.run([sys.executable, "-m", "trainer", "run", "--config", str(write_config(tmp_path / "r.yaml", **cfg))],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    evals = [x for x in read_log(tmp_path / "run") if x.get("event") == "eval"]
+    assert [x["step"] for x in evals] == [3] and {"eval_rougeL", "eval_exact_match"} <= set(evals[0])
+    assert list((tmp_path / "run" / "tracking").rglob("events.out.tfevents.*"))
+    # without a dev split: said once, skipped
+    data = tmp_path / "nodev"
+    shutil.copytree(embedded, data)
+    (data / "splits" / "default" / "dev_tasks.txt").unlink()
+    cfg = small_run(tmp_path / "b", tiny_model, data, **{"eval.every_steps": 2})
+    r = subprocess.run([sys.executable, "-m", "trainer", "run", "--config", str(write_config(tmp_path / "b.yaml", **cfg))],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("skipping evaluation during training") == 1
+    assert not [x for x in read_log(tmp_path / "b" / "run") if x.get("event") == "eval"]
+    assert yaml.safe_load((tmp_path / "b" / "run" / "config.yaml").read_text())["eval"]["every_steps"] == 2
+    assert orjson.loads((tmp_path / "b" / "run" / "status.json").read_bytes())["state"] == "completed"
