@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from ni.data import require_split
-from trainer.dataset import collate, encode_split, epoch_batches, pick_labels
 from tests.test_trainer import REPO, read_log, small_run, write_config
+from trainer.dataset import collate, encode_split, epoch_batches, pick_labels
 
 
 def padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
