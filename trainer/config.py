@@ -26,7 +26,10 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    name_or_path: str = Field(description="Hub name or local path of a seq2seq checkpoint")
+    name_or_path: str = Field(
+        description="Hub name or local path of a seq2seq checkpoint; 'tiny' = a small random T5 built on the "
+        "run's data (cached), for CPU debugging"
+    )
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
 
 

@@ -100,7 +100,9 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
 
     run = RunDir(cfg.output_dir or default_output_dir(cfg))
     cfg = cfg.model_copy(update={"output_dir": str(run.path)})
-    model = load_model(cfg.model.name_or_path)
+    root = cfg.data.root or str(_embedded_data())
+    model_path = resolve_model_path(cfg.model.name_or_path, root)
+    model = load_model(model_path)
     mixed = resolve_precision(cfg, model.config.model_type)
     import torch
 
@@ -139,8 +141,7 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
-        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
-        root = cfg.data.root or str(_embedded_data())
+        tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
         eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
                                    seed=cfg.seed) if cfg.do_predict else None
 
@@ -219,6 +220,29 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
 
     walk("", cfg.model_dump(mode="json"))
     return out
+
+
+def resolve_model_path(name: str, data_root: str) -> str:
+    """`tiny` builds (once, cached by the data's content) a small random T5 with a tokenizer trained on the data."""
+    if name != "tiny":
+        return name
+    import hashlib
+
+    from trainer.dataset import cache_dir
+    from trainer.tiny import build_tiny_model
+
+    if not Path(data_root, "tasks").is_dir():
+        raise ConfigError(f"{data_root}: data root not found (needed to build the 'tiny' model)")
+    h = hashlib.sha256()
+    for f in sorted(Path(data_root, "tasks").glob("*.json")):
+        h.update(f.name.encode() + f.read_bytes())
+    target = cache_dir().parent / "models" / f"tiny-{h.hexdigest()[:16]}"
+    if not (target / "config.json").is_file():
+        try:
+            build_tiny_model(target, data_root)
+        except FileExistsError:
+            pass  # another process built it first
+    return str(target)
 
 
 def _embedded_data() -> Path:

@@ -1,0 +1,1 @@
+"""Backends: one module each (local, slurm, beaker) behind the small interface of `base.Backend`."""

@@ -1,0 +1,283 @@
+"""Sweep files: a base run config and how to vary it, expanded into runs.
+
+    name: encodings                  # the sweep's name; runs go to runs/<name>/<run-id>/
+    base: ../trainer/configs/tiny-cpu.yaml   # a run config file (relative to this file) or an inline mapping
+    set: {optim.lr: 1.0e-4}          # fixed overrides for every run
+    grid: {data.train_encoding: [a, b], data.test_encoding: [a, b]}   # cartesian product
+    zip: {model.name_or_path: [m1, m2], optim.per_device_batch_size: [8, 2]}   # vary together
+    variants:                        # named explicit rows, each with its own overrides and resources
+      - {name: small, set: {optim.lr: 1.0e-3}, resources: {gpus: 1}}
+    exclude: [{data.train_encoding: a, data.test_encoding: b}]   # drop matching combinations
+    seeds: [1, 2]                    # replicates (sets `seed`)
+    resources: {gpus: 8, nodes: 1, cpus: 16, memory: 64G, time: "24:00:00"}
+    backend: {local: {...}, slurm: {...}, beaker: {...}}
+
+A run's id is a short hash of its fully resolved config identity, so editing one value only changes the runs
+that value reaches. Every error names the file and the line of the offending key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ni.errors import ConfigError
+from trainer.config import RunConfig, apply_overrides, validate_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    gpus: int = Field(0, ge=0, description="GPUs per node")
+    nodes: int = Field(1, ge=1)
+    cpus: int = Field(4, ge=1, description="CPUs per node")
+    memory: str = "16G"
+    time: str = Field("04:00:00", description="wall-clock limit, HH:MM:SS or D-HH:MM:SS")
+
+
+class Container(_Strict):
+    kind: Literal["none", "pyxis", "apptainer", "docker"] = "none"
+    image: str | None = None
+    mounts: list[str] = Field(default_factory=list, description="host:container[:ro] bind mounts")
+
+
+class LocalBackend(_Strict):
+    parallel: int = Field(1, ge=1, description="runs at a time")
+    container: Container = Container()
+
+
+class SlurmBackend(_Strict):
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the trainer")
+    array_parallelism: int = Field(64, ge=1)
+    max_array_size: int | None = Field(None, description="default: the cluster's MaxArraySize")
+    container: Container = Container()
+
+
+class BeakerBackend(_Strict):
+    workspace: str | None = None
+    clusters: list[str] = Field(default_factory=list)
+    budget: str | None = None
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    preemptible: bool = True
+    image: str | None = None
+    retries: int = Field(2, ge=0)
+    data_dataset: str | None = Field(None, description="Beaker dataset holding the NI data, mounted at /data")
+    secrets: dict[str, str] = Field(default_factory=dict, description="env var -> Beaker secret name")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Backends(_Strict):
+    local: LocalBackend = LocalBackend()
+    slurm: SlurmBackend = SlurmBackend()
+    beaker: BeakerBackend = BeakerBackend()
+
+
+class Variant(_Strict):
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+class SweepFile(_Strict):
+    name: str
+    base: str | dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    variants: list[Variant] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    resources: Resources = Resources()
+    backend: Backends = Backends()
+
+
+@dataclass
+class PlannedRun:
+    """One run of a sweep: its id, what varies, its resolved config and resources."""
+
+    run_id: str
+    varied: dict[str, Any]
+    config: RunConfig
+    resources: Resources
+    variant: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def resource_key(self) -> str:
+        return orjson.dumps(self.resources.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass
+class Sweep:
+    path: Path
+    spec: SweepFile
+    runs: list[PlannedRun]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def run_dir(self, root: Path, run: PlannedRun) -> Path:
+        return root / self.name / run.run_id
+
+
+# --- reading with line numbers -------------------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of its deepest existing parent)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == str(key)]
+            if not match:
+                return line
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _fail(path: Path, node: yaml.Node | None, loc: tuple[Any, ...], msg: str, hint: str | None = None) -> ConfigError:
+    line = _line_of(node, loc)
+    return ConfigError(f"{path}{f':{line}' if line else ''}: {msg}", hint=hint)
+
+
+def load_sweep(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Sweep:
+    """Read, validate and expand a sweep file. `overrides` are `a.b=value` lines applied to every run."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: sweep file not found") from None
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    try:
+        spec = SweepFile.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise _fail(p, node, loc, f"unknown key '{'.'.join(map(str, loc))}'",
+                        hint=f"Valid keys here: {', '.join(_valid_keys(loc[:-1]))}.") from None
+        raise _fail(p, node, loc, f"{'.'.join(map(str, loc))}: {err['msg']}") from None
+    return Sweep(p, spec, expand(p, node, spec, overrides or []))
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = SweepFile
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        f = getattr(model, "model_fields", {}).get(key)
+        if f is None:
+            break
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif key == "variants":
+            model = Variant
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _base_config(p: Path, node: yaml.Node | None, spec: SweepFile) -> dict[str, Any]:
+    if isinstance(spec.base, dict):
+        return spec.base
+    base = (p.parent / spec.base).resolve()
+    if not base.is_file():
+        raise _fail(p, node, ("base",), f"base: run config '{spec.base}' not found (looked at {base})")
+    loaded = yaml.safe_load(base.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{base}: expected a mapping at the top level")
+    return loaded
+
+
+def _as_override(key: str, value: Any) -> str:
+    """`key=value` with the value as YAML flow text, so it reaches the config with its type intact."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    text = text.removesuffix("\n...").removesuffix("...").strip()
+    return f"{key}={text}"
+
+
+def _combinations(p: Path, node: yaml.Node | None, spec: SweepFile) -> list[tuple[str | None, dict[str, Any], dict]]:
+    """(variant name, varied values, variant resources) for every run before seeds."""
+    lengths = {k: len(v) for k, v in spec.zip.items()}
+    if len(set(lengths.values())) > 1:
+        raise _fail(p, node, ("zip",), f"zip: lists must have the same length, got {lengths}")
+    zipped = [dict(zip(spec.zip, row, strict=True)) for row in zip(*spec.zip.values(), strict=True)] or [{}]
+    grid = [dict(zip(spec.grid, row, strict=True)) for row in itertools.product(*spec.grid.values())] or [{}]
+    names = [v.name for v in spec.variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        idx = names.index(dupes[0], names.index(dupes[0]) + 1)
+        raise _fail(p, node, ("variants", idx, "name"), f"variant name '{dupes[0]}' is used twice")
+    variants: list[tuple[str | None, dict[str, Any], dict]] = (
+        [(v.name, v.set, v.resources) for v in spec.variants] or [(None, {}, {})]
+    )
+    out = []
+    for (vname, vset, vres), g, z in itertools.product(variants, grid, zipped):
+        varied = {**vset, **g, **z}
+        if any(all(varied.get(k, _MISSING) == v for k, v in ex.items()) for ex in spec.exclude):
+            continue
+        out.append((vname, varied, vres))
+    return out
+
+
+_MISSING = object()
+
+
+def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -> list[PlannedRun]:
+    base = _base_config(p, node, spec)
+    base = apply_overrides(base, [_as_override(k, v) for k, v in spec.set.items()] + extra, source=str(p))
+    combos = _combinations(p, node, spec)
+    seeds: list[int | None] = list(spec.seeds) or [None]
+    runs: list[PlannedRun] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for (vname, varied, vres), seed in itertools.product(combos, seeds):
+        values = dict(varied) if seed is None else {**varied, "seed": seed}
+        overrides = [_as_override(k, v) for k, v in values.items()]
+        raw = apply_overrides(base, overrides, source=str(p))
+        raw.setdefault("name", spec.name)
+        try:
+            cfg = validate_config(raw, f"{p} ({vname or 'run'} {values})")
+        except ConfigError as e:
+            raise ConfigError(str(e)) from None
+        try:
+            resources = Resources.model_validate({**spec.resources.model_dump(), **vres})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"{p}: variant '{vname}': resources.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        run_id = hashlib.sha256(orjson.dumps(cfg.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
+        if run_id in seen:
+            continue  # two rows that resolve to the same config are one run
+        seen[run_id] = values
+        shown = {"variant": vname, **values} if vname else values
+        runs.append(PlannedRun(run_id, shown, cfg, resources, vname, overrides))
+    if not runs:
+        raise ConfigError(f"{p}: the sweep expands to zero runs", hint="Check 'exclude:' and empty lists in 'grid:'.")
+    return runs
