@@ -238,10 +238,7 @@ def resolve_model_path(name: str, data_root: str) -> str:
         h.update(f.name.encode() + f.read_bytes())
     target = cache_dir().parent / "models" / f"tiny-{h.hexdigest()[:16]}"
     if not (target / "config.json").is_file():
-        try:
-            build_tiny_model(target, data_root)
-        except FileExistsError:
-            pass  # another process built it first
+        build_tiny_model(target, data_root)  # atomic: a concurrent builder's identical copy is replaced whole
     return str(target)
 
 
