@@ -1,0 +1,427 @@
+"""Beaker backend: one Beaker experiment (spec v2, one task) per run, through beaker-py 2.x.
+
+What a run's task does, without a shell:
+
+    python -c <WRAPPER> /run/launch.yaml <nodes> <gpus> python -m trainer run --config /run/launch.yaml
+
+The wrapper (a constant Python snippet) writes the run's resolved config, delivered in the env var
+`TK_RUN_CONFIG`, to /run/launch.yaml and execs the trainer argv. With more than one GPU it execs it under
+`torch.distributed.run` (`--standalone` on one node; on several nodes `--node_rank`/`--master_addr` come from
+the variables Beaker sets on replicas, `BEAKER_REPLICA_RANK` and `BEAKER_LEADER_REPLICA_HOSTNAME`). Every value
+stays one literal argv element. The config's `output_dir` is the task's result path /results, so the result
+dataset of a job holds the run directory (status.json, metrics.json, predicted_examples.jsonl, DONE);
+`pull()` copies it into the local run directory. NI data comes from a Beaker dataset mounted at /data when
+`backend.beaker.data_dataset` is set. Secrets are referenced by their Beaker secret NAME only.
+
+Job ids are Beaker experiment (workload) ids; a workload's jobs (a preempted job, then the resumed one) are
+looked up on every `status()`, and the newest decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from beaker import (
+    BeakerCancelationCode,
+    BeakerConstraints,
+    BeakerDataMount,
+    BeakerDataSource,
+    BeakerEnvVar,
+    BeakerExperimentSpec,
+    BeakerImageSource,
+    BeakerJob,
+    BeakerJobPriority,
+    BeakerResultSpec,
+    BeakerRetrySpec,
+    BeakerSpecVersion,
+    BeakerTaskContext,
+    BeakerTaskResources,
+    BeakerTaskSpec,
+    BeakerWorkload,
+    BeakerWorkloadStatus,
+)
+from beaker.types import BeakerDatasetFile
+
+from launcher.backends.base import Job, JobState, RunSpec, trainer_command
+from launcher.sweep import BeakerBackend as BeakerSettings
+from launcher.sweep import PlannedRun, Sweep
+from ni.errors import ConfigError
+from ni.io import atomic_open
+
+RESULT_PATH = "/results"
+DATA_PATH = "/data"
+LAUNCH_PATH = "/run/launch.yaml"
+CONFIG_ENV = "TK_RUN_CONFIG"
+MASTER_PORT = 29400
+EXIT_PREEMPTED = 75  # trainer.run.EXIT_PREEMPTED (not imported: keeps torch & co. out of the launcher)
+
+# argv: LAUNCH_PATH NNODES NPROC TRAINER_ARGV... ; rank and leader host come from Beaker's replica variables.
+WRAPPER = (
+    "import os, pathlib, sys\n"
+    "path, nnodes, nproc, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]\n"
+    "pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)\n"
+    f"pathlib.Path(path).write_text(os.environ['{CONFIG_ENV}'], encoding='utf-8')\n"
+    "if nnodes > 1:\n"
+    "    argv = [sys.executable, '-m', 'torch.distributed.run', f'--nnodes={nnodes}', f'--nproc_per_node={nproc}',\n"
+    "            '--node_rank=' + os.environ['BEAKER_REPLICA_RANK'],\n"
+    "            '--master_addr=' + os.environ['BEAKER_LEADER_REPLICA_HOSTNAME'],\n"
+    f"            '--master_port={MASTER_PORT}', *argv[1:]]\n"
+    "elif nproc > 1:\n"
+    "    argv = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',\n"
+    "            *argv[1:]]\n"
+    "os.execvp(argv[0], argv)\n"
+)
+
+_PREEMPTION_CODES = {
+    BeakerCancelationCode.system_preemption,
+    BeakerCancelationCode.user_preemption,
+    BeakerCancelationCode.sibling_task_preemption,
+    BeakerCancelationCode.node_unavailable,
+}
+_PENDING = {BeakerWorkloadStatus.submitted, BeakerWorkloadStatus.queued, BeakerWorkloadStatus.ready_to_start}
+_RUNNING = {BeakerWorkloadStatus.initializing, BeakerWorkloadStatus.running, BeakerWorkloadStatus.stopping,
+            BeakerWorkloadStatus.uploading_results}
+
+
+# --- the client surface the backend uses ----------------------------------------------------------------
+
+
+class BeakerClientLike(Protocol):
+    """Just what the backend needs from Beaker; `RealBeakerClient` wraps beaker-py, `beaker_fake` fakes it."""
+
+    def create_experiment(self, spec: BeakerExperimentSpec, name: str, workspace: str) -> BeakerWorkload:
+        """Create (launch) an experiment; the returned workload's `experiment.id` is the job id we keep."""
+        ...
+
+    def list_jobs(self, workload_id: str) -> list[BeakerJob]:
+        """All jobs of the workload's (single) task, oldest first (a preempted job, then its resumption)."""
+        ...
+
+    def get_job(self, job_id: str) -> BeakerJob: ...
+
+    def list_result_files(self, job: BeakerJob) -> list[BeakerDatasetFile]:
+        """The files of the job's result dataset ([] when it has none yet)."""
+        ...
+
+    def stream_result_file(self, job: BeakerJob, path: str) -> Iterable[bytes]: ...
+
+    def cancel_workload(self, workload_id: str) -> None: ...
+
+
+class RealBeakerClient:
+    """beaker-py 2.x behind `BeakerClientLike`. Needs BEAKER_TOKEN (or ~/.beaker/config.yml)."""
+
+    def __init__(self, beaker: Any = None):
+        if beaker is None:
+            from beaker import Beaker
+            from beaker.exceptions import BeakerConfigurationError
+
+            try:
+                beaker = Beaker.from_env(check_for_upgrades=False)
+            except BeakerConfigurationError as e:
+                raise ConfigError(f"beaker: cannot connect: {e}",
+                                  hint="Set BEAKER_TOKEN to your Beaker user token.") from None
+        self.beaker = beaker
+        self._datasets: dict[str, Any] = {}
+
+    def create_experiment(self, spec: BeakerExperimentSpec, name: str, workspace: str) -> BeakerWorkload:
+        ws = self.beaker.workspace.get(workspace)
+        return self.beaker.experiment.create(spec=spec, name=name, workspace=ws)
+
+    def list_jobs(self, workload_id: str) -> list[BeakerJob]:
+        from beaker import BeakerSortOrder
+
+        workload = self.beaker.workload.get(workload_id)
+        jobs: list[BeakerJob] = []
+        for task in workload.experiment.tasks:
+            jobs.extend(self.beaker.job.list(task=task, sort_order=BeakerSortOrder.ascending))
+        return sorted(jobs, key=lambda j: (j.status.created.seconds, j.status.created.nanos))
+
+    def get_job(self, job_id: str) -> BeakerJob:
+        return self.beaker.job.get(job_id)
+
+    def _dataset(self, job: BeakerJob) -> Any:
+        if not job.assignment_details.result_dataset_id:
+            return None
+        key = job.assignment_details.result_dataset_id
+        if key not in self._datasets:
+            self._datasets[key] = self.beaker.job.get_results(job)
+        return self._datasets[key]
+
+    def list_result_files(self, job: BeakerJob) -> list[BeakerDatasetFile]:
+        ds = self._dataset(job)
+        return [] if ds is None else list(self.beaker.dataset.list_files(ds))
+
+    def stream_result_file(self, job: BeakerJob, path: str) -> Iterable[bytes]:
+        return self.beaker.dataset.stream_file(self._dataset(job), path)
+
+    def cancel_workload(self, workload_id: str) -> None:
+        self.beaker.workload.cancel(self.beaker.workload.get(workload_id))
+
+
+# --- spec building --------------------------------------------------------------------------------------
+
+
+def _duration_seconds(text: str) -> int:
+    """Slurm-style wall-clock limit: [D-]HH:MM:SS, MM:SS or minutes."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise ConfigError(f"resources.time: '{text}' is not a duration", hint="For example: \"24:00:00\" or \"2-00:00:00\".")
+    days, a, b, c = m.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if len(parts) == 3:
+        secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    elif len(parts) == 2:
+        secs = parts[0] * 60 + parts[1]
+    else:
+        secs = parts[0] * 60
+    return int(days or 0) * 86400 + secs
+
+
+def _memory(text: str) -> str:
+    """Slurm-style `64G` (binary units) as Beaker's `64GiB`; anything else passes through."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])\s*", text, flags=re.IGNORECASE)
+    return f"{m.group(1)}{m.group(2).upper()}iB" if m else text.strip()
+
+
+def launch_config_yaml(run: PlannedRun, settings: BeakerSettings) -> str:
+    """The run's resolved config as the task sees it: results to /results, data from /data when mounted."""
+    cfg = run.config.model_copy(update={"output_dir": RESULT_PATH})
+    if settings.data_dataset:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": DATA_PATH})})
+    return cfg.to_yaml()
+
+
+def task_command(nodes: int, gpus: int) -> list[str]:
+    return ["python", "-c", WRAPPER, LAUNCH_PATH, str(nodes), str(gpus), *trainer_command(LAUNCH_PATH, python="python")]
+
+
+def _context(settings: BeakerSettings) -> BeakerTaskContext:
+    with warnings.catch_warnings():  # beaker-py 2.x marks `preemptible` deprecated; the API still takes it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return BeakerTaskContext(priority=BeakerJobPriority.from_any(settings.priority),
+                                 preemptible=settings.preemptible)
+
+
+def experiment_name(sweep: Sweep, run: PlannedRun) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{sweep.name}-{run.run_id}").strip("-.")
+    return name[:128]
+
+
+class BeakerBackend:
+    name = "beaker"
+
+    def __init__(self, client: BeakerClientLike | None = None, include_checkpoints: bool = False):
+        self._client = client
+        self.include_checkpoints = include_checkpoints
+        self._sweep: Sweep | None = None
+
+    @property
+    def client(self) -> BeakerClientLike:
+        if self._client is None:
+            self._client = RealBeakerClient()
+        return self._client
+
+    # -- validation & rendering ----------------------------------------------------------------------
+
+    def check(self, sweep: Sweep) -> None:
+        s = sweep.spec.backend.beaker
+        where = f"{sweep.path}: backend.beaker"
+        if not s.image:
+            raise ConfigError(f"{where}.image is required (a Beaker image name)",
+                              hint="For example: image: myuser/tk-instruct")
+        if not s.workspace:
+            raise ConfigError(f"{where}.workspace is required", hint="For example: workspace: ai2/tk-instruct")
+        if not s.clusters:
+            raise ConfigError(f"{where}.clusters is required (a list of cluster names)",
+                              hint="For example: clusters: [ai2/jupiter-cirrascale-2]")
+        for env_name in s.secrets:
+            if env_name in s.env:
+                raise ConfigError(f"{where}: '{env_name}' is both in env and in secrets",
+                                  hint="Keep it in secrets (by secret name) only.")
+        if CONFIG_ENV in s.env or CONFIG_ENV in s.secrets:
+            raise ConfigError(f"{where}: {CONFIG_ENV} is reserved (it carries the run's config)")
+        for run in sweep.runs:
+            _duration_seconds(run.resources.time)
+
+    def build_spec(self, sweep: Sweep, spec: RunSpec) -> BeakerExperimentSpec:
+        s = sweep.spec.backend.beaker
+        run, res = spec.run, spec.run.resources
+        env = [BeakerEnvVar(name=CONFIG_ENV, value=launch_config_yaml(run, s))]
+        env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.env.items())]
+        env += [BeakerEnvVar(name=k, secret=str(v)) for k, v in sorted(s.secrets.items())]
+        datasets = None
+        if s.data_dataset:
+            datasets = [BeakerDataMount(source=BeakerDataSource(beaker=s.data_dataset), mount_path=DATA_PATH)]
+        task = BeakerTaskSpec(
+            name=run.run_id,
+            image=BeakerImageSource(beaker=s.image),
+            context=_context(s),
+            result=BeakerResultSpec(path=RESULT_PATH),
+            constraints=BeakerConstraints(cluster=list(s.clusters)),
+            command=task_command(res.nodes, res.gpus),
+            env_vars=env,
+            datasets=datasets,
+            resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory)),
+            timeout=_duration_seconds(res.time) * 1_000_000_000,
+        )
+        if res.nodes > 1:
+            task = dataclasses.replace(task, replicas=res.nodes, leader_selection=True, host_networking=True,
+                                       propagate_failure=True, propagate_preemption=True)
+        varied = ", ".join(f"{k}={v}" for k, v in run.varied.items())
+        return BeakerExperimentSpec(
+            version=BeakerSpecVersion.v2,
+            description=f"{sweep.name}/{run.run_id}" + (f": {varied}" if varied else ""),
+            tasks=[task],
+            budget=s.budget,
+            retry=BeakerRetrySpec(allowed_task_retries=s.retries),
+        )
+
+    def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
+        return {f"{rs.run.run_id}.beaker.json": spec_json(self.build_spec(sweep, rs)) for rs in specs}
+
+    # -- the job lifecycle ---------------------------------------------------------------------------
+
+    def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
+        self.check(sweep)
+        workspace = sweep.spec.backend.beaker.workspace
+        assert workspace is not None
+        built = [(rs, self.build_spec(sweep, rs)) for rs in specs]  # build all first: no half-submitted sweep on a bad run
+        jobs = []
+        for rs, bspec in built:
+            workload = self.client.create_experiment(bspec, experiment_name(sweep, rs.run), workspace)
+            jobs.append(Job(rs.run.run_id, workload.experiment.id))
+        return jobs
+
+    def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
+        out: dict[str, JobState] = {}
+        for job in jobs:
+            try:
+                out[job.job_id] = attempt_state(current_attempt(self.client.list_jobs(job.job_id)))
+            except Exception:  # an unreachable or unknown workload is "unknown", never a crash
+                out[job.job_id] = "unknown"
+        return out
+
+    def cancel(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self.client.cancel_workload(job.job_id)
+
+    def pull(self, job: Job, run_dir: str | os.PathLike[str]) -> list[Path]:
+        """Copy the newest job's result dataset (the run directory) into `run_dir`; returns the written files.
+
+        Each file is written atomically. Checkpoints are left out unless `include_checkpoints`.
+        """
+        attempt = current_attempt(self.client.list_jobs(job.job_id))
+        leader = _leader(attempt)
+        if leader is None:
+            return []
+        root = Path(run_dir)
+        written = []
+        for f in self.client.list_result_files(leader):
+            rel = _safe_relpath(f.path)
+            if not self.include_checkpoints and rel.parts[0] == "checkpoints":
+                continue
+            target = root.joinpath(*rel.parts)
+            with atomic_open(target, "wb") as fh:
+                for chunk in self.client.stream_result_file(leader, f.path):
+                    fh.write(chunk)
+            written.append(target)
+        return written
+
+
+def spec_json(spec: BeakerExperimentSpec) -> str:
+    return json.dumps(spec.to_json(), sort_keys=True, indent=2) + "\n"
+
+
+def spec_from_json(data: dict[str, Any]) -> BeakerExperimentSpec:
+    """`BeakerExperimentSpec.from_json`, plus the one repair it needs: beaker-py 2.8 leaves a data mount's
+    `source` a plain dict instead of a `BeakerDataSource` (its JSON is the same either way)."""
+    with warnings.catch_warnings():  # reading back `preemptible` warns that it is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        spec = BeakerExperimentSpec.from_json(data)
+    for task in spec.tasks:
+        for mount in task.datasets or []:
+            if isinstance(mount.source, dict):
+                mount.source = BeakerDataSource.from_json(mount.source)
+    return spec
+
+
+def _safe_relpath(path: str) -> PurePosixPath:
+    rel = PurePosixPath(path.lstrip("/"))
+    if not rel.parts or ".." in rel.parts:
+        raise ValueError(f"refusing result file path {path!r}")
+    return rel
+
+
+# --- job states -----------------------------------------------------------------------------------------
+
+
+def current_attempt(jobs: Sequence[BeakerJob]) -> list[BeakerJob]:
+    """The newest job (jobs are oldest first) and, for a multi-node task, the other replicas of its group."""
+    if not jobs:
+        return []
+    newest = jobs[-1]
+    group = newest.system_details.replica_group_details.id
+    if not group:
+        return [newest]
+    return [j for j in jobs if j.system_details.replica_group_details.id == group]
+
+
+def _leader(attempt: Sequence[BeakerJob]) -> BeakerJob | None:
+    if not attempt:
+        return None
+    for j in attempt:
+        if j.system_details.replica_group_details.is_leader_replica:
+            return j
+    return min(attempt, key=lambda j: j.system_details.replica_group_details.rank)
+
+
+def job_state(job: BeakerJob) -> JobState:
+    """One beaker-py job (protobuf `Job`) as a launcher state."""
+    st = job.status
+    finalized = st.HasField("finalized") or st.status in (
+        BeakerWorkloadStatus.succeeded, BeakerWorkloadStatus.failed, BeakerWorkloadStatus.canceled)
+    if not finalized:
+        if st.status in _RUNNING:
+            return "running"
+        if st.status in _PENDING:
+            return "pending"
+        return "running" if st.HasField("started") else "pending"
+    if st.HasField("canceled_code") and st.canceled_code:
+        code = BeakerCancelationCode(st.canceled_code)
+        if code in _PREEMPTION_CODES:
+            return "preempted"
+        if code == BeakerCancelationCode.manual:
+            return "cancelled"
+        if code == BeakerCancelationCode.sibling_task_retry:
+            return "pending"
+        if st.HasField("exit_code") and st.exit_code == EXIT_PREEMPTED:
+            return "preempted"
+        return "failed"
+    if st.HasField("exit_code") and st.exit_code == EXIT_PREEMPTED:
+        return "preempted"  # the trainer saved its state on SIGTERM and asks to be run again
+    if st.status == BeakerWorkloadStatus.succeeded or (st.HasField("exit_code") and st.exit_code == 0
+                                                       and not st.HasField("failed")):
+        return "completed"
+    if st.status == BeakerWorkloadStatus.canceled or st.HasField("canceled"):
+        return "cancelled"
+    return "failed"
+
+
+def attempt_state(attempt: Sequence[BeakerJob]) -> JobState:
+    """All replicas of one attempt: any failure fails it; it completes only when every replica did."""
+    if not attempt:
+        return "pending"  # experiment created, no job scheduled yet
+    states = {job_state(j) for j in attempt}
+    for s in ("failed", "preempted", "cancelled", "running", "pending", "unknown"):
+        if s in states:
+            return s
+    return "completed"
+
