@@ -1,0 +1,359 @@
+"""SLURM through submitit: one job array per resource group, requeued on preemption / timeout.
+
+What is submitted is what `render` shows: both go through submitit's own `SlurmExecutor` parameter handling
+(misspelled parameter names are rejected there, with the valid names listed) and its `_make_sbatch_string`.
+
+Each array task unpickles a `TrainerJob` (a `submitit.helpers.Checkpointable`) and calls it with the run's
+`launch.yaml`. It runs `trainer_command(config_path)` as a child process (no shell: every value is one argv
+element), inside a container where configured:
+
+- pyxis: `srun --container-image=IMAGE --container-mounts=...` (submitit's `srun_args`), so submitit's own
+  python and the trainer both run in the image (which must provide `python` with submitit installed);
+- apptainer: `apptainer exec [--nv] --bind ... --pwd REPO IMAGE python -m trainer run --config ...`.
+
+SIGTERM and SIGUSR2 are forwarded to the trainer, which saves a checkpoint and exits 75. After SIGUSR2 (what
+submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job then hands over to
+submitit's handler, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
+trainer resumes from its own newest complete checkpoint. Multi-node runs start one task per node that runs
+`torch.distributed.run` with GPUs-per-node processes, rendezvousing on the first host of the job.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from submitit.core.utils import DelayedSubmission
+from submitit.helpers import Checkpointable
+from submitit.slurm import slurm as submitit_slurm
+from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+from launcher.backends.base import Job, JobState, RunSpec, trainer_command
+from launcher.sweep import Container, Resources, Sweep
+from launcher.sweep import SlurmBackend as SlurmSettings
+from ni.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
+RDZV_PORT = 29500
+EXIT_PREEMPTED = 75
+
+_STATES: dict[str, JobState] = {
+    "PENDING": "pending", "CONFIGURING": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+    "RESV_DEL_HOLD": "pending",
+    "RUNNING": "running", "COMPLETING": "running", "SIGNALING": "running", "STAGE_OUT": "running",
+    "SUSPENDED": "running", "STOPPED": "running", "RESIZING": "running",
+    "COMPLETED": "completed",
+    "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed", "TIMEOUT": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed", "SPECIAL_EXIT": "failed",
+    "PREEMPTED": "preempted", "REQUEUED": "preempted",
+    "CANCELLED": "cancelled", "REVOKED": "cancelled",
+}
+
+
+def map_state(slurm_state: str) -> JobState:
+    """A SLURM state word ("CANCELLED by 0", "OUT_OF_MEMORY", "CA") as a backend JobState."""
+    word = slurm_state.strip().split(" ")[0].rstrip("+").upper()
+    return _STATES.get(word, "unknown")
+
+
+# --- the callable each array task runs -----------------------------------------------------------------
+
+
+def _first_host() -> str:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
+    if nodelist:
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                                 timeout=60, check=True).stdout.split()
+            if out:
+                return out[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+        hosts = submitit_slurm._parse_node_list(nodelist)
+        if hosts:
+            return str(hosts[0])
+    import socket
+
+    return socket.gethostname()
+
+
+class TrainerJob(Checkpointable):
+    """Runs one run's trainer in a child process; picklable (module-level, plain attributes)."""
+
+    def __init__(self, container: Container | None = None, nodes: int = 1, gpus_per_node: int = 0,
+                 mounts: Sequence[str] = ()) -> None:
+        self.container = container.model_dump() if container is not None else Container().model_dump()
+        self.nodes = nodes
+        self.gpus_per_node = gpus_per_node
+        self.mounts = list(mounts)
+
+    def argv(self, config_path: str | os.PathLike[str], python: str | None = None, node_rank: int = 0,
+             master: str = "localhost") -> list[str]:
+        """The child's argv: the trainer (under torch.distributed.run for several nodes), in apptainer if set."""
+        kind, image = self.container["kind"], self.container["image"]
+        py = "python" if kind == "apptainer" else (python or sys.executable)
+        if self.nodes > 1:
+            inner = [py, "-m", "torch.distributed.run", f"--nnodes={self.nodes}", f"--node_rank={node_rank}",
+                     f"--nproc_per_node={max(1, self.gpus_per_node)}", f"--master_addr={master}",
+                     f"--master_port={RDZV_PORT}", "-m", "trainer", "run", "--config", str(config_path)]
+        else:
+            inner = trainer_command(str(config_path), python=py)
+        if kind != "apptainer":
+            return inner
+        prefix = ["apptainer", "exec"] + (["--nv"] if self.gpus_per_node else [])
+        for m in self.mounts:
+            prefix += ["--bind", m]
+        return [*prefix, "--pwd", str(REPO), str(image), *inner]
+
+    def __call__(self, config_path: str) -> int:
+        node_rank = int(os.environ.get("SLURM_NODEID", "0"))
+        master = _first_host() if self.nodes > 1 else "localhost"
+        argv = self.argv(config_path, node_rank=node_rank, master=master)
+        print("+ " + " ".join(shlex.quote(a) for a in argv), flush=True)
+        got: list[int] = []
+        proc = subprocess.Popen(argv)
+
+        def forward(signum: int, frame: Any) -> None:
+            got.append(signum)
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR2)}
+        try:
+            while True:
+                try:
+                    code = proc.wait()
+                    break
+                except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
+                    continue
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        if code == 0:
+            return 0
+        if code == EXIT_PREEMPTED and signal.SIGUSR2 in got:
+            handler = previous[signal.SIGUSR2]
+            if callable(handler):  # submitit's: checkpoint() + `scontrol requeue` + exit
+                handler(signal.SIGUSR2, None)
+        if code == EXIT_PREEMPTED:
+            raise RuntimeError(f"trainer stopped by signal {got} with its state saved (exit 75); not requeued here")
+        raise RuntimeError(f"trainer exited with code {code}: {' '.join(shlex.quote(a) for a in argv)}")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        """Requeue the same call: the trainer resumes from its newest complete checkpoint in the run dir."""
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+# --- parameters --------------------------------------------------------------------------------------
+
+
+def memory_gb(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"resources.memory: cannot read '{text}'", hint="Use e.g. 16G, 500M or 1T.")
+    scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1 / 1024}[m.group(2).upper()]
+    return round(float(m.group(1)) * scale, 6)
+
+
+def time_minutes(text: str) -> int:
+    m = re.fullmatch(r"\s*(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)\s*", text)
+    if not m:
+        raise ConfigError(f"resources.time: cannot read '{text}'", hint="Use HH:MM:SS or D-HH:MM:SS.")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return max(1, math.ceil(days * 1440 + hours * 60 + minutes + seconds / 60))
+
+
+class _OfflineExecutor(SlurmExecutor):
+    """submitit's SlurmExecutor without its `srun` check: parameter handling and rendering, no cluster."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 2
+
+
+def _sweep_folder(specs: Sequence[RunSpec]) -> Path:
+    return specs[0].run_dir.parent / ".submitit"
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, extra_parameters: dict[str, Any] | None = None, max_num_timeout: int = 3) -> None:
+        self.extra_parameters = dict(extra_parameters or {})  # more submitit SlurmExecutor parameters
+        self.max_num_timeout = max_num_timeout
+        self._cluster_max_array: int | None = None
+
+    # -- building blocks --
+
+    def _mounts(self, settings: SlurmSettings, specs: Sequence[RunSpec]) -> list[str]:
+        mounts = list(settings.container.mounts)
+        for path in (str(specs[0].run_dir.parent.resolve()), str(REPO)):
+            if not any(m.split(":")[0] == path for m in mounts):
+                mounts.append(f"{path}:{path}")
+        return mounts
+
+    def parameters(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec]) -> dict[str, Any]:
+        """Keyword arguments for submitit's SlurmExecutor (generic names converted by its `_convert_parameters`)."""
+        s = sweep.spec.backend.slurm
+        params: dict[str, Any] = {
+            "job_name": f"tk-{sweep.name}",
+            "nodes": res.nodes,
+            "tasks_per_node": 1,
+            "cpus_per_task": res.cpus,
+            "mem_gb": memory_gb(res.memory),
+            "timeout_min": time_minutes(res.time),
+            "array_parallelism": s.array_parallelism,
+            "wckey": "",
+            "additional_parameters": {"chdir": str(REPO)},
+        }
+        if res.gpus:
+            params["gpus_per_node"] = res.gpus
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(s, key) is not None:
+                params[key] = getattr(s, key)
+        if s.setup:
+            params["setup"] = list(s.setup)
+        if s.container.kind == "pyxis":
+            params["srun_args"] = [f"--container-image={s.container.image}",
+                                   f"--container-mounts={','.join(self._mounts(s, specs))}",
+                                   f"--container-workdir={REPO}"]
+        params.update(self.extra_parameters)
+        return params
+
+    def _executor(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec], cls: type[SlurmExecutor]) -> SlurmExecutor:
+        python = "python" if sweep.spec.backend.slurm.container.kind == "pyxis" else None
+        ex = cls(folder=_sweep_folder(specs), max_num_timeout=self.max_num_timeout, python=python)
+        # submitit's own conversion (mem_gb -> mem "16GB", timeout_min -> time, tasks_per_node -> ntasks_per_node)
+        # and validation: unknown names are rejected with the valid ones listed
+        ex.update_parameters(**ex._convert_parameters(self.parameters(sweep, res, specs)))
+        return ex
+
+    def job_callable(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec]) -> TrainerJob:
+        s = sweep.spec.backend.slurm
+        mounts = self._mounts(s, specs) if s.container.kind == "apptainer" else []
+        return TrainerJob(s.container, res.nodes, res.gpus, mounts)
+
+    def max_array_size(self, sweep: Sweep, ask_cluster: bool) -> int:
+        if sweep.spec.backend.slurm.max_array_size is not None:
+            return max(1, sweep.spec.backend.slurm.max_array_size)
+        if not ask_cluster:
+            return DEFAULT_MAX_ARRAY_SIZE
+        if self._cluster_max_array is None:
+            self._cluster_max_array = DEFAULT_MAX_ARRAY_SIZE
+            try:
+                out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+                m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+                if m:
+                    self._cluster_max_array = int(m.group(1))
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return self._cluster_max_array
+
+    def arrays(self, sweep: Sweep, specs: Sequence[RunSpec], ask_cluster: bool = False) -> list[list[RunSpec]]:
+        """Runs grouped by resources (first-seen order), each group cut at MaxArraySize."""
+        groups: dict[str, list[RunSpec]] = {}
+        for spec in specs:
+            groups.setdefault(spec.run.resource_key(), []).append(spec)
+        size = self.max_array_size(sweep, ask_cluster)
+        return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+    # -- Backend --
+
+    def check(self, sweep: Sweep) -> None:
+        c = sweep.spec.backend.slurm.container
+        if c.kind in ("pyxis", "apptainer") and not c.image:
+            raise ConfigError(f"{sweep.path}: backend.slurm.container.kind is {c.kind} but no image is set",
+                              hint="Set backend.slurm.container.image (e.g. docker://ghcr.io/org/tk:latest).")
+        if c.kind == "docker":
+            raise ConfigError(f"{sweep.path}: backend.slurm.container.kind docker is not supported on SLURM",
+                              hint="Use pyxis (enroot) or apptainer with the same image.")
+        for m in c.mounts:
+            if not m or m.count(":") > 2 or m.startswith(":"):
+                raise ConfigError(f"{sweep.path}: backend.slurm.container.mounts: bad mount '{m}'",
+                                  hint="Use host:container or host:container:ro.")
+        for run in sweep.runs:
+            memory_gb(run.resources.memory)
+            time_minutes(run.resources.time)
+
+    def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
+        """sbatch-<i>.sh: the exact scripts submit() hands to sbatch (with the cluster's default MaxArraySize)."""
+        self.check(sweep)
+        out: dict[str, str] = {}
+        for i, chunk in enumerate(self.arrays(sweep, specs)):
+            ex = self._executor(sweep, chunk[0].run.resources, chunk, _OfflineExecutor)
+            params = dict(ex.parameters)
+            if len(chunk) > 1:
+                params["map_count"] = len(chunk)  # what submitit's array submission sets
+            out[f"sbatch-{i}.sh"] = _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+        return out
+
+    def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
+        if not specs:
+            return []
+        self.check(sweep)
+        jobs: list[Job] = []
+        for chunk in self.arrays(sweep, specs, ask_cluster=True):
+            res = chunk[0].run.resources
+            ex = self._executor(sweep, res, chunk, SlurmExecutor)
+            fn = self.job_callable(sweep, res, chunk)
+            submitted = ex.map_array(fn, [str(s.config_path.resolve()) for s in chunk])
+            jobs += [Job(s.run.run_id, str(j.job_id)) for s, j in zip(chunk, submitted, strict=True)]
+        return jobs
+
+    def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
+        ids = list(dict.fromkeys(j.job_id for j in jobs))
+        if not ids:
+            return {}
+        found = _query_squeue(ids)
+        rest = [i for i in ids if i not in found]
+        if rest:
+            found.update(_query_sacct(rest))
+        return {i: found.get(i, "unknown") for i in ids}
+
+    def cancel(self, jobs: Sequence[Job]) -> None:
+        ids = list(dict.fromkeys(j.job_id for j in jobs))
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120, check=False)
+
+
+def _run(argv: list[str]) -> str | None:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout if p.returncode == 0 else None
+
+
+def _parse_states(text: str, sep: str | None) -> dict[str, JobState]:
+    out: dict[str, JobState] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(sep, 1)
+        if len(parts) == 2 and parts[0]:
+            out[parts[0]] = map_state(parts[1])
+    return out
+
+
+def _query_squeue(ids: list[str]) -> dict[str, JobState]:
+    """squeue knows jobs until MinJobAge after they end, without any accounting database."""
+    base = ["squeue", "--states=all", "-h", "-r", "-o", "%i %T", "-j"]
+    text = _run([*base, ",".join(ids)])
+    if text is None:  # one unknown id makes squeue fail for all: ask one by one
+        text = "".join(_run([*base, i]) or "" for i in ids)
+    got = _parse_states(text, None)
+    return {i: got[i] for i in ids if i in got}
+
+
+def _query_sacct(ids: list[str]) -> dict[str, JobState]:
+    text = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)])
+    got = _parse_states(text or "", "|")
+    return {i: got[i] for i in ids if i in got}
+

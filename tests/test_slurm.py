@@ -1,0 +1,389 @@
+"""SLURM backend: rendered sbatch scripts (golden files), argv safety, parameter checks, array splitting, status
+mapping; and, on a real cluster (`scripts/slurm_cluster.sh start`, then SLURM_CONF set), tiny runs submitted as
+one job array and a preempted run that requeues, resumes and ends with the weights of an uninterrupted run.
+
+Regenerate the golden files with TK_UPDATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from submitit.core.utils import DelayedSubmission
+
+from launcher.backends.base import Job, RunSpec
+from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
+from launcher.sweep import Sweep, load_sweep
+from ni.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden" / "slurm"
+TINY = REPO / "trainer" / "configs" / "tiny-cpu.yaml"
+
+
+def make_sweep(tmp: Path, text: str, name: str = "sweep.yaml") -> Sweep:
+    path = tmp / name
+    path.write_text(f"base: {TINY}\n" + text)
+    return load_sweep(path)
+
+
+def specs_for(sweep: Sweep, root: Path) -> list[RunSpec]:
+    return [RunSpec(r, sweep.run_dir(root, r), sweep.run_dir(root, r) / "launch.yaml") for r in sweep.runs]
+
+
+def write_launch(specs: Sequence[RunSpec]) -> None:
+    """What the launcher's manifest does: the resolved config with output_dir = the run directory."""
+    for s in specs:
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = s.run.config.model_copy(update={"output_dir": str(s.run_dir)})
+        s.config_path.write_text(cfg.to_yaml())
+
+
+def normalize(text: str, root: Path) -> str:
+    for path, mark in ((sys.executable, "{PYTHON}"), (str(root.resolve()), "{RUNS}"), (str(REPO), "{REPO}")):
+        text = text.replace(path, mark)
+    return text
+
+
+def check_golden(rendered: dict[str, str], root: Path, stem: str) -> None:
+    for fname, text in rendered.items():
+        golden = GOLDEN / f"{stem}-{fname}"
+        got = normalize(text, root)
+        if os.environ.get("TK_UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(got)
+        assert golden.is_file(), f"missing {golden} (run with TK_UPDATE_GOLDEN=1)"
+        assert got == golden.read_text(), f"{fname} differs from {golden}"
+    expected = sorted(p.name for p in GOLDEN.glob(f"{stem}-sbatch-*.sh"))
+    assert sorted(f"{stem}-{f}" for f in rendered) == expected
+
+
+CPU4 = """name: cpu4
+grid: {data.train_encoding: [instruct_input, tk_instruct]}
+seeds: [1, 2]
+resources: {gpus: 0, cpus: 2, memory: 8G, time: "00:30:00"}
+backend:
+  slurm:
+    partition: debug
+    account: lab
+    qos: normal
+    setup: ["module load cuda/12.1", "export HF_HOME=/scratch/hf"]
+    array_parallelism: 2
+"""
+
+
+def test_render_cpu_sweep_one_array(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, CPU4)
+    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    assert list(rendered) == ["sbatch-0.sh"]
+    assert "#SBATCH --array=0-3%2" in rendered["sbatch-0.sh"]
+    check_golden(rendered, tmp_path / "runs", "cpu4")
+
+
+def test_render_pyxis(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: pyxis
+seeds: [1, 2]
+resources: {gpus: 8, cpus: 32, memory: 500G, time: "1-00:00:00"}
+backend:
+  slurm:
+    partition: gpu
+    constraint: h100
+    container: {kind: pyxis, image: "nvcr.io#org/tk:1", mounts: ["/data:/data:ro"]}
+""")
+    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    text = rendered["sbatch-0.sh"]
+    assert "--container-image=nvcr.io#org/tk:1" in text and "#SBATCH --gpus-per-node=8" in text
+    check_golden(rendered, tmp_path / "runs", "pyxis")
+
+
+def test_render_apptainer(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: appt
+seeds: [1, 2, 3]
+resources: {gpus: 1, cpus: 8, memory: 32G, time: "12:00:00"}
+backend:
+  slurm:
+    container: {kind: apptainer, image: /images/tk.sif, mounts: ["/data:/data"]}
+""")
+    root = tmp_path / "runs"
+    specs = specs_for(sweep, root)
+    be = SlurmBackend()
+    check_golden(be.render(sweep, specs), root, "apptainer")
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    argv = job.argv(specs[0].config_path)
+    assert argv[:3] == ["apptainer", "exec", "--nv"]
+    assert argv[argv.index("/images/tk.sif") + 1:] == ["python", "-m", "trainer", "run", "--config",
+                                                        str(specs[0].config_path)]
+    assert argv[3:5] == ["--bind", "/data:/data"]
+
+
+def test_render_two_nodes(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: multi
+resources: {gpus: 4, nodes: 2, cpus: 16, memory: 64G, time: "02:00:00"}
+backend: {slurm: {partition: gpu}}
+""")
+    root = tmp_path / "runs"
+    specs = specs_for(sweep, root)
+    be = SlurmBackend()
+    rendered = be.render(sweep, specs)
+    text = rendered["sbatch-0.sh"]
+    assert "--array" not in text  # one run: a plain job
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text
+    check_golden(rendered, root, "multinode")
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    argv = job.argv("/r/launch.yaml", python="/py", node_rank=1, master="node-a")
+    assert argv == ["/py", "-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=4",
+                    "--master_addr=node-a", "--master_port=29500", "-m", "trainer", "run", "--config",
+                    "/r/launch.yaml"]
+
+
+def test_metacharacters_stay_one_argument(tmp_path: Path) -> None:
+    nasty = "a b;rm -rf x$(y)"
+    root = tmp_path / nasty / "runs"
+    sweep = make_sweep(tmp_path, f"""name: nasty
+set: {{model.name_or_path: "{nasty}"}}
+resources: {{cpus: 1, memory: 1G, time: "00:05:00"}}
+""")
+    specs = specs_for(sweep, root)
+    write_launch(specs)
+    be = SlurmBackend()
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    delayed = pickle.loads(pickle.dumps(DelayedSubmission(job, str(specs[0].config_path))))
+    # the argv, run for real through a stand-in python that records what it received
+    probe = tmp_path / "probe.py"
+    out = tmp_path / "argv.json"
+    probe.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(out)!r}, 'w'))\n")
+    probe.chmod(0o755)
+    subprocess.run(delayed.function.argv(*delayed.args, python=str(probe)), check=True)
+    received = json.loads(out.read_text())
+    assert received == ["-m", "trainer", "run", "--config", str(specs[0].config_path)]
+    from trainer.config import load_config
+
+    assert load_config(received[-1], []).model.name_or_path == nasty
+    # the rendered script quotes the folder: the shell splits the srun line into the intended words
+    text = be.render(sweep, specs)["sbatch-0.sh"]
+    srun = next(line for line in text.splitlines() if line.startswith("srun "))
+    words = shlex.split(srun)
+    assert words[-1] == str(root.resolve() / "nasty" / ".submitit")
+    assert words[-4:-1] == ["-u", "-m", "submitit.core._submit"]
+
+
+def test_misspelled_parameter_rejected_with_valid_names(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, CPU4)
+    with pytest.raises(ValueError, match="partitoin") as e:
+        SlurmBackend(extra_parameters={"partitoin": "x"}).render(sweep, specs_for(sweep, tmp_path / "runs"))
+    assert "Valid parameters are" in str(e.value) and "partition" in str(e.value).split("Valid")[1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nbase: {TINY}\nbackend:\n  slurm:\n    partitoin: x\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:5: unknown key 'backend.slurm.partitoin'") as ce:
+        load_sweep(bad)
+    assert "partition" in (ce.value.hint or "")
+
+
+def test_max_array_size_splits(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: split
+seeds: [1, 2, 3, 4, 5]
+resources: {cpus: 1, memory: 1G, time: "00:05:00"}
+backend: {slurm: {max_array_size: 2}}
+""")
+    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    assert list(rendered) == ["sbatch-0.sh", "sbatch-1.sh", "sbatch-2.sh"]
+    assert "#SBATCH --array=0-1%2" in rendered["sbatch-0.sh"] and "#SBATCH --array=0-1%2" in rendered["sbatch-1.sh"]
+    assert "--array" not in rendered["sbatch-2.sh"]
+
+
+def test_resource_groups_are_separate_arrays(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: groups
+variants:
+  - {name: small, set: {seed: 1}}
+  - {name: big, set: {seed: 2}, resources: {cpus: 8}}
+  - {name: small2, set: {seed: 3}}
+resources: {cpus: 1, memory: 1G, time: "00:05:00"}
+""")
+    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    assert len(rendered) == 2
+    assert "#SBATCH --array=0-1%2" in rendered["sbatch-0.sh"] and "--cpus-per-task=8" in rendered["sbatch-1.sh"]
+
+
+def test_check_requires_image(tmp_path: Path) -> None:
+    for kind in ("pyxis", "apptainer"):
+        sweep = make_sweep(tmp_path, f"name: c\nbackend: {{slurm: {{container: {{kind: {kind}}}}}}}\n")
+        with pytest.raises(ConfigError, match="no image"):
+            SlurmBackend().check(sweep)
+    sweep = make_sweep(tmp_path, "name: c\nbackend: {slurm: {container: {kind: docker, image: x}}}\n")
+    with pytest.raises(ConfigError, match="docker"):
+        SlurmBackend().check(sweep)
+
+
+def test_units() -> None:
+    assert memory_gb("16G") == 16 and memory_gb("512M") == 0.5 and memory_gb("1T") == 1024
+    assert time_minutes("04:00:00") == 240 and time_minutes("1-00:00:30") == 1441 and time_minutes("10:00") == 10
+    with pytest.raises(ConfigError):
+        memory_gb("lots")
+    assert map_state("CANCELLED by 0") == "cancelled" and map_state("OUT_OF_MEMORY") == "failed"
+    assert map_state("REQUEUED") == "preempted" and map_state("COMPLETING") == "running"
+    assert map_state("WEIRD") == "unknown"
+
+
+def test_checkpoint_requeues_same_call() -> None:
+    job = TrainerJob()
+    d = job.checkpoint("/r/launch.yaml")
+    assert isinstance(d, DelayedSubmission) and d.function is job and d.args == ("/r/launch.yaml",)
+    again = pickle.loads(pickle.dumps(d))
+    assert isinstance(again.function, TrainerJob)
+
+
+def test_status_squeue_then_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text("#!/bin/sh\necho '7_0 RUNNING'\necho '7_1 PENDING'\necho '9 COMPLETED'\n")
+    (bin_ / "sacct").write_text("#!/bin/sh\necho '7_2|CANCELLED by 0'\necho '8|OUT_OF_MEMORY'\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    jobs = [Job("a", "7_0"), Job("b", "7_1"), Job("c", "7_2"), Job("d", "8"), Job("e", "9"), Job("f", "10")]
+    assert SlurmBackend().status(jobs) == {"7_0": "running", "7_1": "pending", "7_2": "cancelled", "8": "failed",
+                                           "9": "completed", "10": "unknown"}
+
+
+# --- a real cluster ----------------------------------------------------------------------------------------
+
+
+def _cluster_reason() -> str | None:
+    if not os.environ.get("SLURM_CONF"):
+        return "SLURM_CONF is not set (start one with scripts/slurm_cluster.sh start)"
+    if shutil.which("sinfo") is None:
+        return "sinfo not found"
+    try:
+        ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return None if ok else "sinfo does not answer (is the cluster up? scripts/slurm_cluster.sh status)"
+
+
+slurm = pytest.mark.slurm
+
+
+@pytest.fixture
+def cluster() -> None:
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+TINY_RUN = """resources: {cpus: 1, memory: 3G, time: "00:15:00"}
+set:
+  data.max_instances_per_task: 20
+  data.max_instances_per_eval_task: 2
+  optim.per_device_batch_size: 4
+  optim.warmup_steps: 0
+  eval.batch_size: 8
+  eval.max_new_tokens: 4
+  logging.every_steps: 1
+"""
+
+
+def _prebuild_tiny_model() -> None:
+    from ni.synthetic import ensure_default_data
+    from trainer.run import resolve_model_path
+
+    resolve_model_path("tiny", str(ensure_default_data()))  # once here, not in four jobs at once
+
+
+def _wait(be: SlurmBackend, jobs: Sequence[Job], timeout: float, until: Sequence[str] = ("completed",)) -> dict:
+    deadline = time.time() + timeout
+    states: dict = {}
+    while time.time() < deadline:
+        states = be.status(jobs)
+        if all(s in until or s in ("failed", "cancelled") for s in states.values()):
+            return states
+        time.sleep(2)
+    return states
+
+
+def _logs(folder: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(folder.glob("*_log.*")))
+
+
+@slurm
+def test_cluster_array_of_four(tmp_path: Path, cluster: None) -> None:
+    _prebuild_tiny_model()
+    sweep = make_sweep(tmp_path, "name: four\ngrid: {data.train_encoding: [instruct_input, tk_instruct]}\n"
+                                 "seeds: [1, 2]\n" + TINY_RUN + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
+    root = tmp_path / "runs"
+    specs = specs_for(sweep, root)
+    assert len(specs) == 4
+    write_launch(specs)
+    be = SlurmBackend()
+    t0 = time.time()
+    jobs = be.submit(sweep, specs)
+    assert [j.run_id for j in jobs] == [s.run.run_id for s in specs]
+    array_ids = {j.job_id.split("_")[0] for j in jobs}
+    assert len(array_ids) == 1, jobs  # ONE array
+    assert sorted(j.job_id.split("_")[1] for j in jobs) == ["0", "1", "2", "3"]
+    states = _wait(be, jobs, timeout=420)
+    print(f"array of 4 tiny runs: {time.time() - t0:.0f}s")
+    assert set(states.values()) == {"completed"}, f"{states}\n{_logs(root / 'four' / '.submitit')}"
+    for s in specs:
+        assert (s.run_dir / "DONE").is_file() and (s.run_dir / "metrics.json").is_file()
+        assert json.loads((s.run_dir / "metrics.json").read_text())["num_examples"] > 0
+
+
+def _steps(run_dir: Path) -> list[dict]:
+    log = run_dir / "train_log.jsonl"
+    if not log.is_file():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+@slurm
+def test_cluster_preempted_run_requeues_and_resumes(tmp_path: Path, cluster: None) -> None:
+    _prebuild_tiny_model()
+    body = TINY_RUN + "  optim.max_steps: 24\n  checkpoint.every_steps: 8\n  seed: 3\n"
+    slow = make_sweep(tmp_path, "name: preempt\n" + body +
+                      "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.5']}}\n", "slow.yaml")
+    ref = make_sweep(tmp_path, "name: reference\n" + body, "ref.yaml")
+    root = tmp_path / "runs"
+    (spec,), (ref_spec,) = specs_for(slow, root), specs_for(ref, root)
+    assert spec.run.run_id == ref_spec.run.run_id  # the same config
+    write_launch([spec, ref_spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(slow, [spec])
+    (ref_job,) = be.submit(ref, [ref_spec])
+    deadline = time.time() + 300
+    while time.time() < deadline and len([r for r in _steps(spec.run_dir) if "loss" in r]) < 3:
+        time.sleep(1)
+    done_before = [r["step"] for r in _steps(spec.run_dir) if "loss" in r]
+    assert len(done_before) >= 3, f"no training progress\n{_logs(root / 'preempt' / '.submitit')}"
+    # what SLURM does before a time limit or a preemption: USR2 to the job's step; submitit then requeues
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
+    t_signal = time.time()
+    states = _wait(be, [job, ref_job], timeout=480)
+    print(f"preempt/requeue test: {time.time() - t0:.0f}s (signal after {t_signal - t0:.0f}s)")
+    logs = _logs(root / "preempt" / ".submitit")
+    assert states == {job.job_id: "completed", ref_job.job_id: "completed"}, f"{states}\n{logs}"
+    records = _steps(spec.run_dir)
+    assert any(r.get("event") == "resumed" for r in records), f"no resume in train_log.jsonl\n{logs}"
+    assert "Requeued job" in logs or "requeue" in logs.lower()
+    assert (spec.run_dir / "DONE").is_file() and (ref_spec.run_dir / "DONE").is_file()
+    from safetensors.torch import load_file
+
+    got = load_file(str(spec.run_dir / "model" / "model.safetensors"))
+    want = load_file(str(ref_spec.run_dir / "model" / "model.safetensors"))
+    assert got.keys() == want.keys()
+    import torch
+
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    assert json.loads((spec.run_dir / "metrics.json").read_text()) == json.loads(
+        (ref_spec.run_dir / "metrics.json").read_text())
