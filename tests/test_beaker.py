@@ -1,0 +1,531 @@
+"""The Beaker backend: specs through beaker-py's own classes, goldens, and the job lifecycle through a fake.
+
+No Beaker server is reachable here: `launcher.backends.beaker_fake.FakeBeakerClient` plays one, returning real
+beaker-py protobuf jobs. `test_real_submission` talks to a real Beaker and runs only with BEAKER_TOKEN set.
+Regenerate the goldens with TK_UPDATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from beaker import (
+    BeakerCancelationCode,
+    BeakerDataMount,
+    BeakerDataSource,
+    BeakerEnvVar,
+    BeakerExperimentSpec,
+    BeakerJob,
+    BeakerJobPriority,
+    BeakerSpecVersion,
+    BeakerWorkloadStatus,
+)
+
+from launcher.backends.base import Job, RunSpec, trainer_command
+from launcher.backends.beaker import (
+    CONFIG_ENV,
+    LAUNCH_PATH,
+    RESULT_PATH,
+    WRAPPER,
+    BeakerBackend,
+    attempt_state,
+    job_state,
+    spec_from_json,
+    spec_json,
+)
+from launcher.backends.beaker_fake import FakeBeakerClient
+from launcher.sweep import Sweep, load_sweep
+from ni.errors import ConfigError
+
+GOLDEN_DIR = Path(__file__).parent / "golden" / "beaker"
+SECRET_VALUE = "hf_secret123"
+
+SINGLE = """\
+name: bk-single
+base:
+  model: {name_or_path: google/t5-base-lm-adapt}
+  data: {train_encoding: instruct_pos_2_input, max_source_length: 1024}
+  optim: {lr: 1.0e-4, per_device_batch_size: 2}
+grid: {optim.lr: [1.0e-4, 3.0e-4, 1.0e-3]}
+resources: {gpus: 1, nodes: 1, cpus: 8, memory: 64G, time: "12:00:00"}
+backend:
+  beaker:
+    workspace: ai2/tk-instruct
+    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]
+    budget: ai2/oe-adapt
+    priority: high
+    preemptible: false
+    image: tkuser/tk-instruct
+    retries: 0
+    env: {TOKENIZERS_PARALLELISM: "false", OMP_NUM_THREADS: "4"}
+"""
+
+MULTI = """\
+name: bk-multi
+base:
+  model: {name_or_path: google/t5-xl-lm-adapt}
+  deepspeed: {stage: 3}
+  precision: bf16
+resources: {gpus: 8, nodes: 2, cpus: 64, memory: 400G, time: "2-00:00:00"}
+backend:
+  beaker:
+    workspace: ai2/tk-instruct
+    clusters: [ai2/jupiter-cirrascale-2]
+    budget: ai2/oe-adapt
+    image: tkuser/tk-instruct
+    retries: 3
+    data_dataset: tkuser/natural-instructions-v2
+    secrets: {HF_TOKEN: my-hf-secret, WANDB_API_KEY: my-wandb-key}
+    env: {NCCL_DEBUG: WARN}
+"""
+
+
+def make_sweep(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Sweep:
+    path = tmp_path / name
+    path.write_text(text)
+    return load_sweep(path)
+
+
+def run_specs(sweep: Sweep, root: Path) -> list[RunSpec]:
+    out = []
+    for run in sweep.runs:
+        run_dir = sweep.run_dir(root, run)
+        out.append(RunSpec(run, run_dir, run_dir / "launch.yaml"))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret value sits in the environment of every test: it must never reach a spec."""
+    monkeypatch.setenv("HF_TOKEN", SECRET_VALUE)
+    monkeypatch.setenv("WANDB_API_KEY", SECRET_VALUE)
+
+
+@pytest.fixture
+def single(tmp_path: Path) -> tuple[Sweep, list[RunSpec]]:
+    sweep = make_sweep(tmp_path, SINGLE, "single.yaml")
+    return sweep, run_specs(sweep, tmp_path / "runs")
+
+
+@pytest.fixture
+def multi(tmp_path: Path) -> tuple[Sweep, list[RunSpec]]:
+    sweep = make_sweep(tmp_path, MULTI, "multi.yaml")
+    return sweep, run_specs(sweep, tmp_path / "runs")
+
+
+def task_env(spec: BeakerExperimentSpec) -> dict[str, BeakerEnvVar]:
+    return {e.name: e for e in spec.tasks[0].env_vars or []}
+
+
+# --- specs -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["single", "multi"])
+def test_specs_round_trip_through_beaker_py(which: str, request: pytest.FixtureRequest) -> None:
+    sweep, specs = request.getfixturevalue(which)
+    backend = BeakerBackend(client=FakeBeakerClient())
+    backend.check(sweep)
+    for rs in specs:
+        spec = backend.build_spec(sweep, rs)
+        assert isinstance(spec, BeakerExperimentSpec)
+        data = spec.to_json()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            again = BeakerExperimentSpec.from_json(data)
+        assert again.to_json() == data  # beaker-py's own JSON is a fixed point
+        assert spec_from_json(data) == spec  # and the objects are equal (after the data-mount repair)
+        assert json.loads(spec_json(spec)) == data
+
+
+def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = single
+    backend = BeakerBackend(client=FakeBeakerClient())
+    for rs in specs:
+        spec = backend.build_spec(sweep, rs)
+        data = spec.to_json()
+        assert spec.version == BeakerSpecVersion.v2 and data["version"] == "v2"
+        assert len(spec.tasks) == 1
+        task = spec.tasks[0]
+        assert task.name == rs.run.run_id
+        assert task.image.beaker == "tkuser/tk-instruct"
+        assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter-cirrascale-2", "ai2/saturn-cirrascale"]
+        assert spec.budget == "ai2/oe-adapt"
+        assert task.context.priority == BeakerJobPriority.high and data["tasks"][0]["context"]["priority"] == "high"
+        assert data["tasks"][0]["context"]["preemptible"] is False
+        assert spec.retry is not None and spec.retry.allowed_task_retries == 0
+        assert data["retry"] == {"allowedTaskRetries": 0}
+        assert task.result is not None and task.result.path == RESULT_PATH
+        assert task.resources is not None
+        assert task.resources.gpu_count == 1 and task.resources.cpu_count == 8.0
+        assert task.resources.memory == "64GiB"
+        assert task.timeout == 12 * 3600 * 10**9
+        assert not task.datasets  # no data_dataset: no mount
+        assert not task.host_networking and task.replicas is None
+        # command: the wrapper, then exactly the trainer argv
+        assert task.command == ["python", "-c", WRAPPER, LAUNCH_PATH, "1", "1",
+                                *trainer_command(LAUNCH_PATH, python="python")]
+        # env values are strings; the run's config travels in TK_RUN_CONFIG with output_dir = /results
+        for e in data["tasks"][0]["envVars"]:
+            assert isinstance(e["name"], str)
+            assert isinstance(e.get("value", ""), str) and isinstance(e.get("secret", ""), str)
+        env = task_env(spec)
+        assert env["OMP_NUM_THREADS"].value == "4"
+        assert env["TOKENIZERS_PARALLELISM"].value == "false"
+        cfg = yaml.safe_load(env[CONFIG_ENV].value or "")
+        assert cfg["output_dir"] == RESULT_PATH
+        assert cfg["optim"]["lr"] == rs.run.config.optim.lr
+        assert cfg["data"]["root"] is None  # unchanged without a data dataset
+        assert rs.run.config.output_dir is None  # the planned run is not mutated
+
+
+def test_spec_rules_multi_node(multi: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = multi
+    spec = BeakerBackend(client=FakeBeakerClient()).build_spec(sweep, specs[0])
+    task = spec.tasks[0]
+    data = spec.to_json()["tasks"][0]
+    assert task.replicas == 2 and data["replicas"] == 2
+    assert task.leader_selection is True and data["leaderSelection"] is True
+    assert task.host_networking is True and data["hostNetworking"] is True
+    assert task.propagate_failure and task.propagate_preemption
+    assert task.resources is not None and task.resources.gpu_count == 8  # GPUs per node
+    assert task.command is not None and task.command[3:6] == [LAUNCH_PATH, "2", "8"]
+    assert "BEAKER_REPLICA_RANK" in WRAPPER and "BEAKER_LEADER_REPLICA_HOSTNAME" in WRAPPER
+    assert "torch.distributed.run" in WRAPPER
+    assert task.timeout == 2 * 86400 * 10**9
+    assert spec.retry is not None and spec.retry.allowed_task_retries == 3
+    # NI data: a dataset mount at /data, and the config reads from it
+    assert task.datasets == [BeakerDataMount(source=BeakerDataSource(beaker="tkuser/natural-instructions-v2"),
+                                             mount_path="/data")]
+    assert data["datasets"] == [{"mountPath": "/data", "source": {"beaker": "tkuser/natural-instructions-v2"}}]
+    cfg = yaml.safe_load(task_env(spec)[CONFIG_ENV].value or "")
+    assert cfg["data"]["root"] == "/data" and cfg["output_dir"] == RESULT_PATH
+    assert cfg["deepspeed"]["stage"] == 3
+    # secrets by name only
+    env = task_env(spec)
+    assert env["HF_TOKEN"] == BeakerEnvVar(name="HF_TOKEN", secret="my-hf-secret")
+    assert env["WANDB_API_KEY"] == BeakerEnvVar(name="WANDB_API_KEY", secret="my-wandb-key")
+    assert {"name": "HF_TOKEN", "secret": "my-hf-secret"} in data["envVars"]
+
+
+def test_no_secret_value_anywhere(multi: tuple[Sweep, list[RunSpec]], single: tuple[Sweep, list[RunSpec]]) -> None:
+    assert os.environ["HF_TOKEN"] == SECRET_VALUE
+    fake = FakeBeakerClient()
+    backend = BeakerBackend(client=fake)
+    for sweep, specs in (multi, single):
+        for text in backend.render(sweep, specs).values():
+            assert SECRET_VALUE not in text
+        backend.submit(sweep, specs)
+    assert fake.created
+    for c in fake.created:
+        assert SECRET_VALUE not in c.spec_json
+        assert SECRET_VALUE not in repr(c.spec)
+
+
+def test_render_matches_goldens(single: tuple[Sweep, list[RunSpec]], multi: tuple[Sweep, list[RunSpec]]) -> None:
+    backend = BeakerBackend(client=FakeBeakerClient())
+    rendered: dict[str, str] = {}
+    for sweep, specs in (single, multi):
+        out = backend.render(sweep, specs)
+        assert sorted(out) == sorted(f"{rs.run.run_id}.beaker.json" for rs in specs)
+        rendered.update(out)
+    assert len(rendered) == 4
+    if os.environ.get("TK_UPDATE_GOLDEN"):
+        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+        for old in GOLDEN_DIR.glob("*.beaker.json"):
+            old.unlink()
+        for name, text in rendered.items():
+            (GOLDEN_DIR / name).write_text(text)
+    stored = {p.name: p.read_text() for p in GOLDEN_DIR.glob("*.beaker.json")}
+    assert sorted(stored) == sorted(rendered), "run ids changed: regenerate with TK_UPDATE_GOLDEN=1 if intended"
+    for name, text in rendered.items():
+        assert text == stored[name], f"{name} differs from tests/golden/beaker/{name}"
+        assert spec_from_json(json.loads(text)).to_json() == json.loads(text)
+
+
+def test_render_has_no_network_and_is_deterministic(single: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = single
+    a = BeakerBackend().render(sweep, specs)  # no client: rendering never constructs one
+    b = BeakerBackend().render(sweep, specs)
+    assert a == b
+
+
+METACHARS = "a b; rm -rf / && echo $(whoami) `id` 'q' \"dq\" | cat > /tmp/x * ? ~ \\ \n second line"
+
+
+def test_shell_metacharacters_stay_literal(tmp_path: Path) -> None:
+    text = SINGLE.replace('OMP_NUM_THREADS: "4"', f'OMP_NUM_THREADS: "4", WEIRD: {json.dumps(METACHARS)}')
+    text = text.replace("grid: {optim.lr: [1.0e-4, 3.0e-4, 1.0e-3]}",
+                        f"set: {{model.tokenizer: {json.dumps(METACHARS)}}}")
+    sweep = make_sweep(tmp_path, text)
+    (rs,) = run_specs(sweep, tmp_path / "runs")
+    spec = BeakerBackend().build_spec(sweep, rs)
+    env = task_env(spec)
+    assert env["WEIRD"].value == METACHARS  # one literal value, untouched
+    assert yaml.safe_load(env[CONFIG_ENV].value or "")["model"]["tokenizer"] == METACHARS
+    cmd = spec.tasks[0].command
+    assert cmd is not None and len(cmd) == 6 + len(trainer_command(LAUNCH_PATH, python="python"))
+    assert cmd[0] == "python" and cmd[1] == "-c"  # no shell anywhere
+    assert not any(c in ("sh", "bash", "/bin/sh", "/bin/bash") for c in cmd)
+    data = json.loads(spec_json(spec))
+    assert {"name": "WEIRD", "value": METACHARS} in data["tasks"][0]["envVars"]
+
+
+def test_wrapper_writes_config_and_execs_trainer_argv(tmp_path: Path) -> None:
+    """Run the task's wrapper for real (one node, one GPU path) with a stand-in for the trainer."""
+    launch = tmp_path / "run" / "launch.yaml"
+    stand_in = [sys.executable, "-c", "import sys; print(sys.argv[1:]); print(open(sys.argv[-1]).read(), end='')",
+                "--config", str(launch)]
+    payload = f"model: {{name_or_path: {json.dumps(METACHARS)}}}\n"
+    out = subprocess.run([sys.executable, "-c", WRAPPER, str(launch), "1", "1", *stand_in],
+                         env={**os.environ, CONFIG_ENV: payload}, capture_output=True, text=True, check=True)
+    assert launch.read_text() == payload
+    assert out.stdout.splitlines()[0] == repr(["--config", str(launch)])
+    assert yaml.safe_load(out.stdout.split("\n", 1)[1])["model"]["name_or_path"] == METACHARS
+
+
+@pytest.mark.parametrize(
+    ("drop", "needle"),
+    [("    image: tkuser/tk-instruct\n", "image"),
+     ("    workspace: ai2/tk-instruct\n", "workspace"),
+     ("    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]\n", "clusters")],
+)
+def test_check_errors(tmp_path: Path, drop: str, needle: str) -> None:
+    assert drop in SINGLE
+    sweep = make_sweep(tmp_path, SINGLE.replace(drop, ""))
+    with pytest.raises(ConfigError) as e:
+        BeakerBackend(client=FakeBeakerClient()).check(sweep)
+    msg = str(e.value)
+    assert f"backend.beaker.{needle}" in msg and "For example:" in msg and "\n" not in msg
+    with pytest.raises(ConfigError):  # submit checks first and creates nothing
+        fake = FakeBeakerClient()
+        BeakerBackend(client=fake).submit(sweep, run_specs(sweep, tmp_path / "runs"))
+    assert not fake.created
+
+
+def test_check_rejects_bad_time_and_env_secret_clash(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, SINGLE.replace('time: "12:00:00"', 'time: "soon"'))
+    with pytest.raises(ConfigError, match="resources.time"):
+        BeakerBackend().check(sweep)
+    sweep = make_sweep(tmp_path, SINGLE.replace("OMP_NUM_THREADS: \"4\"", "OMP_NUM_THREADS: \"4\", HF_TOKEN: x")
+                       .replace("    retries: 0\n", "    retries: 0\n    secrets: {HF_TOKEN: my-hf-secret}\n"))
+    with pytest.raises(ConfigError, match="HF_TOKEN"):
+        BeakerBackend().check(sweep)
+
+
+# --- job lifecycle through the fake ---------------------------------------------------------------------
+
+
+def test_end_to_end_through_fake(single: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = single
+    ok, bad, resumed = (rs.run.run_id for rs in specs)
+    fake = FakeBeakerClient({ok: "succeed", bad: "fail", resumed: "preempt-then-succeed"})
+    backend = BeakerBackend(client=fake)
+    jobs = backend.submit(sweep, specs)
+    assert [j.run_id for j in jobs] == [ok, bad, resumed]
+    assert [c.name for c in fake.created] == [f"bk-single-{r}" for r in (ok, bad, resumed)]
+    assert all(c.workspace == "ai2/tk-instruct" for c in fake.created)
+    for c, rs in zip(fake.created, specs, strict=True):
+        assert c.spec == backend.build_spec(sweep, rs)  # what was sent is the rendered spec
+
+    states = backend.status(jobs)
+    assert states == {jobs[0].job_id: "completed", jobs[1].job_id: "failed", jobs[2].job_id: "completed"}
+
+    # the resumed run really had a preempted job first: real beaker-py protobuf jobs, newest last
+    history = fake.list_jobs(jobs[2].job_id)
+    assert all(isinstance(j, BeakerJob) for j in history) and len(history) == 2
+    assert history[0].status.canceled_code == BeakerCancelationCode.system_preemption
+    assert job_state(history[0]) == "preempted" and job_state(history[1]) == "completed"
+
+    for job, rs in zip(jobs, specs, strict=True):
+        written = backend.pull(job, rs.run_dir)
+        assert {p.name for p in written} <= {p.name for p in rs.run_dir.iterdir()}
+        assert not list(rs.run_dir.glob(".*.tmp"))  # atomic writes leave no temp files
+    ok_dir, bad_dir, resumed_dir = (rs.run_dir for rs in specs)
+    for d in (ok_dir, resumed_dir):
+        assert (d / "DONE").is_file()
+        rows = [json.loads(line) for line in (d / "predicted_examples.jsonl").read_text().splitlines()]
+        assert rows and all("prediction" in r and "Instance" in r for r in rows)
+        assert json.loads((d / "metrics.json").read_text())["overall"]["rougeL"] == 100.0
+        assert json.loads((d / "status.json").read_text())["state"] == "completed"
+        assert yaml.safe_load((d / "config.yaml").read_text())["output_dir"] == RESULT_PATH
+    assert json.loads((bad_dir / "status.json").read_text())["state"] == "failed"
+    assert not (bad_dir / "DONE").exists() and not (bad_dir / "metrics.json").exists()
+
+
+def test_status_mapping_of_unfinished_and_cancelled(single: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = single
+    a, b, c = (rs.run.run_id for rs in specs)
+    fake = FakeBeakerClient({a: "running", b: "queued", c: "preempt"})
+    backend = BeakerBackend(client=fake)
+    jobs = backend.submit(sweep, specs)
+    assert backend.status(jobs) == {jobs[0].job_id: "running", jobs[1].job_id: "pending",
+                                    jobs[2].job_id: "preempted"}
+    backend.pull(jobs[0], specs[0].run_dir)  # a running job's results so far
+    assert json.loads((specs[0].run_dir / "status.json").read_text())["state"] == "running"
+    assert not (specs[0].run_dir / "DONE").exists()
+    fake.script(jobs[0].job_id, "succeed")
+    assert backend.status(jobs[:1]) == {jobs[0].job_id: "completed"}
+    backend.cancel(jobs[1:2])
+    assert fake.cancelled == [jobs[1].job_id]
+    assert backend.status(jobs[1:2]) == {jobs[1].job_id: "cancelled"}
+    assert backend.status([Job("nope", "01NOSUCHWORKLOAD")]) == {"01NOSUCHWORKLOAD": "unknown"}
+
+
+def test_multi_node_through_fake(multi: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = multi
+    fake = FakeBeakerClient()
+    backend = BeakerBackend(client=fake)
+    (job,) = backend.submit(sweep, specs)
+    replicas = fake.list_jobs(job.job_id)
+    assert len(replicas) == 2
+    assert [j.system_details.replica_group_details.rank for j in replicas] == [0, 1]
+    assert backend.status([job]) == {job.job_id: "completed"}
+    written = backend.pull(job, specs[0].run_dir)
+    assert {p.name for p in written} >= {"DONE", "metrics.json", "predicted_examples.jsonl", "status.json"}
+
+
+def test_job_state_mapping_on_real_protobufs() -> None:
+    def job(**status: object) -> BeakerJob:
+        return BeakerJob(id="j", status={"created": {"seconds": 1}, **status})
+
+    fin = {"finalized": {"seconds": 9}}
+    assert job_state(job(status=BeakerWorkloadStatus.queued.as_pb2())) == "pending"
+    assert job_state(job(status=BeakerWorkloadStatus.initializing.as_pb2())) == "running"
+    assert job_state(job(started={"seconds": 2})) == "running"
+    assert job_state(job()) == "pending"
+    assert job_state(job(**fin, exit_code=0, status=BeakerWorkloadStatus.succeeded.as_pb2())) == "completed"
+    assert job_state(job(**fin, exit_code=2, failed={"seconds": 3})) == "failed"
+    assert job_state(job(**fin, exit_code=75)) == "preempted"  # trainer checkpointed on SIGTERM
+    for code, want in [(BeakerCancelationCode.system_preemption, "preempted"),
+                       (BeakerCancelationCode.user_preemption, "preempted"),
+                       (BeakerCancelationCode.manual, "cancelled"),
+                       (BeakerCancelationCode.timeout, "failed"),
+                       (BeakerCancelationCode.impossible_to_schedule, "failed")]:
+        assert job_state(job(**fin, canceled={"seconds": 4}, canceled_code=code.as_pb2())) == want, code
+    assert attempt_state([]) == "pending"
+    done = job(**fin, exit_code=0)
+    assert attempt_state([done, job(**fin, exit_code=1)]) == "failed"
+    assert attempt_state([done, job(status=BeakerWorkloadStatus.running.as_pb2())]) == "running"
+    assert attempt_state([done, done]) == "completed"
+
+
+def test_pull_refuses_escaping_paths_and_skips_checkpoints(single: tuple[Sweep, list[RunSpec]]) -> None:
+    sweep, specs = single
+    rid = specs[0].run.run_id
+    fake = FakeBeakerClient(results={rid: {"DONE": b"x\n", "checkpoints/step-000000010/COMPLETE": b"",
+                                           "model/config.json": b"{}"}})
+    backend = BeakerBackend(client=fake)
+    job = backend.submit(sweep, specs[:1])[0]
+    written = backend.pull(job, specs[0].run_dir)
+    assert sorted(p.relative_to(specs[0].run_dir).as_posix() for p in written) == ["DONE", "model/config.json"]
+    fake2 = FakeBeakerClient(results={rid: {"../evil": b"x"}})
+    job2 = BeakerBackend(client=fake2).submit(sweep, specs[:1])[0]
+    with pytest.raises(ValueError, match="refusing"):
+        BeakerBackend(client=fake2).pull(job2, specs[0].run_dir)
+
+
+def test_real_client_calls_match_beaker_py_signatures(single: tuple[Sweep, list[RunSpec]]) -> None:
+    """RealBeakerClient against a stand-in `Beaker` whose methods bind their arguments to beaker-py's own
+    signatures (ExperimentClient.create, WorkloadClient.get/cancel, JobClient.list/get/get_results,
+    DatasetClient.list_files/stream_file, WorkspaceClient.get) and answer with the fake's protobufs."""
+    import inspect
+
+    from beaker import BeakerDataset, BeakerWorkspace
+    from beaker._dataset import DatasetClient
+    from beaker._experiment import ExperimentClient
+    from beaker._job import JobClient
+    from beaker._workload import WorkloadClient
+    from beaker._workspace import WorkspaceClient
+
+    from launcher.backends.beaker import RealBeakerClient
+
+    sweep, specs = single
+    fake = FakeBeakerClient({specs[0].run.run_id: "preempt-then-succeed"})
+    calls: list[str] = []
+
+    class Service:
+        def __init__(self, cls: type, answers: dict[str, object]):
+            self.cls, self.answers = cls, answers
+
+        def __getattr__(self, name: str) -> object:
+            def call(*args: object, **kwargs: object) -> object:
+                inspect.signature(getattr(self.cls, name)).bind(None, *args, **kwargs)
+                calls.append(f"{self.cls.__name__}.{name}")
+                answer = self.answers[name]
+                return answer(*args, **kwargs) if callable(answer) else answer
+            return call
+
+    state: dict[str, object] = {}
+
+    def create(*, spec: BeakerExperimentSpec, name: str, workspace: object) -> object:
+        assert isinstance(workspace, BeakerWorkspace)
+        w = fake.create_experiment(spec, name, workspace.name)
+        state["w"] = w
+        return w
+
+    class StandIn:
+        workspace = Service(WorkspaceClient, {"get": lambda name: BeakerWorkspace(id="ws1", name=name)})
+        experiment = Service(ExperimentClient, {"create": create})
+        workload = Service(WorkloadClient, {"get": lambda wid: state["w"], "cancel": lambda *w: ["x"]})
+        job = Service(JobClient, {
+            "list": lambda **kw: reversed(fake.list_jobs(state["w"].experiment.id)),  # type: ignore[attr-defined]
+            "get": fake.get_job,
+            "get_results": lambda job: BeakerDataset(id=job.assignment_details.result_dataset_id),
+        })
+        dataset = Service(DatasetClient, {
+            "list_files": lambda ds, **kw: fake.list_result_files(
+                BeakerJob(assignment_details={"result_dataset_id": ds.id})),
+            "stream_file": lambda ds, path, **kw: fake.stream_result_file(
+                BeakerJob(assignment_details={"result_dataset_id": ds.id}), path),
+        })
+
+    backend = BeakerBackend(client=RealBeakerClient(beaker=StandIn()))
+    (job,) = backend.submit(sweep, specs[:1])
+    assert backend.status([job]) == {job.job_id: "completed"}
+    assert (specs[0].run_dir / "DONE") in backend.pull(job, specs[0].run_dir)
+    backend.cancel([job])
+    assert {"ExperimentClient.create", "WorkspaceClient.get", "JobClient.list", "JobClient.get_results",
+            "DatasetClient.list_files", "DatasetClient.stream_file", "WorkloadClient.cancel"} <= set(calls)
+
+
+# --- a real Beaker ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.beaker
+@pytest.mark.skipif(not os.environ.get("BEAKER_TOKEN"), reason="needs BEAKER_TOKEN (and a reachable Beaker)")
+def test_real_submission(tmp_path: Path) -> None:
+    """Submit one tiny run to a real Beaker, read its state back, then cancel it.
+
+    Needs BEAKER_TOKEN, TK_BEAKER_WORKSPACE, TK_BEAKER_IMAGE and TK_BEAKER_CLUSTER.
+    """
+    need = ["TK_BEAKER_WORKSPACE", "TK_BEAKER_IMAGE", "TK_BEAKER_CLUSTER"]
+    if missing := [k for k in need if not os.environ.get(k)]:
+        pytest.skip(f"set {', '.join(missing)}")
+    sweep = make_sweep(tmp_path, textwrap.dedent(f"""\
+        name: tk-beaker-smoke
+        base: {{model: {{name_or_path: tiny}}, optim: {{max_steps: 2}}}}
+        resources: {{gpus: 0, cpus: 2, memory: 8G, time: "00:20:00"}}
+        backend:
+          beaker:
+            workspace: {os.environ["TK_BEAKER_WORKSPACE"]}
+            clusters: [{os.environ["TK_BEAKER_CLUSTER"]}]
+            image: {os.environ["TK_BEAKER_IMAGE"]}
+            priority: low
+            retries: 0
+        """))
+    backend = BeakerBackend()
+    specs = run_specs(sweep, tmp_path / "runs")
+    jobs = backend.submit(sweep, specs)
+    try:
+        states = backend.status(jobs)
+        assert states[jobs[0].job_id] in {"pending", "running", "completed"}
+    finally:
+        backend.cancel(jobs)
