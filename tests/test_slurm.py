@@ -368,12 +368,19 @@ def test_cluster_preempted_run_requeues_and_resumes(tmp_path: Path, cluster: Non
     # what SLURM does before a time limit or a preemption: USR2 to the job's step; submitit then requeues
     subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
     t_signal = time.time()
+    # a requeued job waits ~2 minutes (SLURM sets its BeginTime); let it start as soon as it is pending again
+    for _ in range(120):
+        if be.status([job])[job.job_id] == "pending":
+            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], capture_output=True)
+            break
+        time.sleep(1)
     states = _wait(be, [job, ref_job], timeout=480)
     print(f"preempt/requeue test: {time.time() - t0:.0f}s (signal after {t_signal - t0:.0f}s)")
     logs = _logs(root / "preempt" / ".submitit")
     assert states == {job.job_id: "completed", ref_job.job_id: "completed"}, f"{states}\n{logs}"
     records = _steps(spec.run_dir)
-    assert any(r.get("event") == "resumed" for r in records), f"no resume in train_log.jsonl\n{logs}"
+    resumed = [r for r in records if r.get("event") == "resumed"]
+    assert resumed and resumed[0]["step"] >= 1, f"no resume in train_log.jsonl\n{logs}"
     assert "Requeued job" in logs or "requeue" in logs.lower()
     assert (spec.run_dir / "DONE").is_file() and (ref_spec.run_dir / "DONE").is_file()
     from safetensors.torch import load_file
