@@ -8,7 +8,11 @@ OUT ?= runs/demo
 ENCODING ?= instruct_pos_2_input
 SETUP_FLAGS ?=
 
-.PHONY: help setup test test-fast check bench demo clean
+SWEEP ?= sweeps/debug.yaml
+BACKEND ?= local
+RUNS ?= runs
+
+.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +47,17 @@ demo:  ## end to end on the embedded default data: data, prompts, baselines, sco
 	  $(PY) -m evaluation score $(OUT)/$$b/predicted_examples.jsonl --data $(DEMO_DATA) --out $(OUT)/$$b/metrics.json \
 	  || exit 1; \
 	done
+
+sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and report
+	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS)
+	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS)
+	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS)
+
+plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
+	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS)
+
+status pull report cancel:  ## status / pull / report / cancel of SWEEP
+	$(PY) -m launcher $@ $(SWEEP) --runs-root $(RUNS)
 
 clean:  ## remove caches and demo outputs (keeps .venv)
 	rm -rf runs/demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -48,7 +48,7 @@ def trainer_cmd(*args: str) -> list[str]:
 
 def run_trainer(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(trainer_cmd(*args), cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+                          env={**os.environ, **(env or {})}, timeout=1800)
 
 
 # --- config -------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_dev_evaluation_is_logged_and_tensorboard_works_offline(tmp_path: Path, 
     pytest.importorskip("tensorboard")
     cfg = small_run(tmp_path, tiny_model, embedded, **{"eval.every_steps": 3, "logging.tensorboard": "true"})
     r = subprocess.run([sys.executable, "-m", "trainer", "run", "--config", str(write_config(tmp_path / "r.yaml", **cfg))],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+                       cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
     evals = [x for x in read_log(tmp_path / "run") if x.get("event") == "eval"]
     assert [x["step"] for x in evals] == [3] and {"eval_rougeL", "eval_exact_match"} <= set(evals[0])
@@ -98,7 +98,7 @@ def test_dev_evaluation_is_logged_and_tensorboard_works_offline(tmp_path: Path, 
     (data / "splits" / "default" / "dev_tasks.txt").unlink()
     cfg = small_run(tmp_path / "b", tiny_model, data, **{"eval.every_steps": 2})
     r = subprocess.run([sys.executable, "-m", "trainer", "run", "--config", str(write_config(tmp_path / "b.yaml", **cfg))],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+                       cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("skipping evaluation during training") == 1
     assert not [x for x in read_log(tmp_path / "b" / "run") if x.get("event") == "eval"]

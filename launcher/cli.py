@@ -1,0 +1,240 @@
+"""`python -m launcher plan|submit|status|pull|report|cancel SWEEP`: the project's front door."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from launcher.backends.base import Backend, Job, JobState
+from launcher.manifest import Manifest, RunState
+from launcher.sweep import Sweep, load_sweep
+from ni.cli_util import run_cli
+from ni.errors import ConfigError
+
+BACKENDS = ("local", "slurm", "beaker")
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    if name == "local":
+        from launcher.backends.local import LocalBackend
+
+        return LocalBackend(**kwargs)
+    if name == "slurm":
+        from launcher.backends import slurm
+
+        return slurm.SlurmBackend()
+    if name == "beaker":
+        from launcher.backends import beaker
+
+        return beaker.BeakerBackend()
+    raise ConfigError(f"unknown backend '{name}'", hint=f"Valid backends: {', '.join(BACKENDS)}.")
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[("" if v is None else str(v)) for v in r])
+    Console(width=200).print(table)
+
+
+def _varied_columns(sweep: Sweep) -> list[str]:
+    keys: list[str] = []
+    for run in sweep.runs:
+        keys += [k for k in run.varied if k not in keys]
+    return keys
+
+
+def cmd_plan(sweep: Sweep, args: argparse.Namespace) -> int:
+    keys = _varied_columns(sweep)
+    rows = [[r.run_id, *[r.varied.get(k) for k in keys], r.resources.gpus, r.resources.nodes, r.resources.time]
+            for r in sweep.runs]
+    _table(f"{sweep.name}: {len(sweep.runs)} runs", ["run id", *keys, "gpus", "nodes", "time"], rows)
+    if args.render:
+        backend = get_backend(args.backend)
+        manifest = Manifest(args.runs_root, sweep)
+        for name, text in backend.render(sweep, [manifest.spec(r) for r in sweep.runs]).items():
+            print(f"--- {name}")
+            print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
+    by_backend: dict[str, list[Job]] = {}
+    for run in sweep.runs:
+        jobs = manifest.jobs(run.run_id)
+        backend = manifest.backend_of(run.run_id)
+        if jobs and backend:
+            by_backend.setdefault(backend, []).append(jobs[-1])
+    job_states: dict[str, JobState] = {}
+    for name, jobs in by_backend.items():
+        try:
+            job_states.update(get_backend(name).status(jobs))
+        except (OSError, ConfigError) as e:  # backend unreachable: the run directories still tell the truth
+            print(f"warning: {name} status unavailable ({e}); using run directories", file=sys.stderr)
+    out = []
+    for run in sweep.runs:
+        jobs = manifest.jobs(run.run_id)
+        out.append(manifest.state(run, job_states.get(jobs[-1].job_id) if jobs else None))
+    return out
+
+
+def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
+    manifest = Manifest(args.runs_root, sweep)
+    states = _states(sweep, manifest)
+    todo = set(manifest.to_submit(states))
+    skipped = {s.state for s in states if s.run_id not in todo}
+    runs = [r for r in sweep.runs if r.run_id in todo]
+    print(f"{sweep.name}: {len(runs)} to submit, {len(sweep.runs) - len(runs)} skipped "
+          f"({', '.join(sorted(skipped)) or 'none'})")
+    if not runs:
+        return 0
+    view = _LiveView(sweep, manifest) if args.backend == "local" else None
+    backend = get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
+                                           if view else {}))
+    backend.check(sweep)
+    specs = [manifest.write_launch_config(r) for r in runs]
+    if args.backend == "local":
+        assert view is not None
+        with view:
+            backend.submit(sweep, specs)
+    elif args.backend == "slurm":  # job arrays: one submission per resource group
+        by_id = {s.run.run_id: s.run for s in specs}
+        for job in backend.submit(sweep, specs):
+            manifest.record(by_id[job.run_id], "slurm", job)
+    else:  # one at a time into the manifest, so a failure mid-way is completed by the next submit
+        for spec in specs:
+            for job in backend.submit(sweep, [spec]):
+                manifest.record(spec.run, args.backend, job)
+    return cmd_status(sweep, args) if args.backend == "local" else 0
+
+
+def _recorder(manifest: Manifest, sweep: Sweep) -> Any:
+    runs = {r.run_id: r for r in sweep.runs}
+    return lambda job: manifest.record(runs[job.run_id], "local", job)
+
+
+def cmd_status(sweep: Sweep, args: argparse.Namespace) -> int:
+    manifest = Manifest(args.runs_root, sweep)
+    states = _states(sweep, manifest)
+    keys = _varied_columns(sweep)
+    rows = [[r.run_id, *[r.varied.get(k) for k in keys], s.state, s.detail] for r, s in zip(sweep.runs, states, strict=True)]
+    _table(f"{sweep.name}: status", ["run id", *keys, "state", "detail"], rows)
+    failed = [s for s in states if s.state in ("failed", "missing", "cancelled")]
+    return 1 if failed and getattr(args, "strict", False) else 0
+
+
+def cmd_pull(sweep: Sweep, args: argparse.Namespace) -> int:
+    manifest = Manifest(args.runs_root, sweep)
+    pulled = 0
+    for run in sweep.runs:
+        jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
+        if backend == "beaker" and jobs:
+            get_backend("beaker").pull(jobs[-1], manifest.run_dir(run))  # type: ignore[attr-defined]
+            pulled += 1
+    print(f"{sweep.name}: pulled {pulled} run(s); local and SLURM runs write to the shared run directories")
+    return 0
+
+
+def cmd_report(sweep: Sweep, args: argparse.Namespace) -> int:
+    manifest = Manifest(args.runs_root, sweep)
+    states = _states(sweep, manifest)
+    keys = _varied_columns(sweep)
+    rows = []
+    for run, st in zip(sweep.runs, states, strict=True):
+        metrics_file = manifest.run_dir(run) / "metrics.json"
+        m = orjson.loads(metrics_file.read_bytes()) if metrics_file.is_file() else {}
+        o = m.get("overall", {})
+        rows.append([run.run_id, *[run.varied.get(k) for k in keys], st.state, o.get("rougeL"), o.get("exact_match"),
+                     m.get("num_examples")])
+    _table(f"{sweep.name}: ROUGE-L", ["run id", *keys, "state", "rougeL", "exact_match", "examples"], rows)
+    return 0
+
+
+def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
+    manifest = Manifest(args.runs_root, sweep)
+    for run in sweep.runs:
+        jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
+        if jobs and backend:
+            get_backend(backend).cancel(jobs[-1:])
+    print(f"{sweep.name}: cancel sent")
+    return 0
+
+
+class _LiveView:
+    """A live table of the local runs (state and step), refreshed in place."""
+
+    def __init__(self, sweep: Sweep, manifest: Manifest):
+        self.sweep, self.manifest = sweep, manifest
+        self.live: Any = None
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        from launcher.manifest import _last_step
+
+        table = Table(title=f"{self.sweep.name}: local runs")
+        for c in ("run id", "varied", "state", "step"):
+            table.add_column(c)
+        for run in self.sweep.runs:
+            d = self.manifest.run_dir(run)
+            state = "completed" if (d / "DONE").is_file() else (
+                orjson.loads((d / "status.json").read_bytes()).get("state", "") if (d / "status.json").is_file() else "")
+            table.add_row(run.run_id, str(run.varied), state, str(_last_step(d)))
+        return table
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def __enter__(self) -> _LiveView:
+        from rich.live import Live
+
+        self.live = Live(self.render(), refresh_per_second=2)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.refresh()
+        self.live.__exit__(*exc)
+
+
+COMMANDS = {"plan": cmd_plan, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
+            "cancel": cmd_cancel}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        s = sub.add_parser(name)
+        s.add_argument("sweep", type=Path, help="sweep YAML (sweeps/*.yaml)")
+        s.add_argument("--runs-root", type=Path, default=Path("runs"), help="runs go to RUNS_ROOT/<sweep>/<run-id>")
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a run-config value in every run (repeatable)")
+        if name in ("plan", "submit"):
+            s.add_argument("--backend", default="local", choices=BACKENDS)
+        if name == "plan":
+            s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
+        if name == "status":
+            s.add_argument("--strict", action="store_true", help="exit 1 if a run failed or was lost")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sweep = load_sweep(args.sweep, args.overrides)
+    return COMMANDS[args.command](sweep, args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,121 @@
+"""The sweep manifest (`runs/<sweep>/manifest.json`) and the rules that make re-submission safe.
+
+Ground truth for a run is its own directory (`DONE`, `status.json`); the backend's view of the newest job
+comes second. So: completed runs are skipped, pending or running ones are never duplicated, failed, cancelled or
+lost ones are submitted again. The manifest is rewritten (atomically) after every submission, so a failure in the
+middle of a submission leaves a manifest that the next `submit` completes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from launcher.backends.base import Job, JobState, RunSpec
+from launcher.sweep import PlannedRun, Sweep
+from ni.io import atomic_open, write_json
+
+ACTIVE: tuple[JobState, ...] = ("pending", "running")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class RunState:
+    run_id: str
+    state: str  # completed | running | pending | failed | preempted | cancelled | missing | new
+    detail: str = ""
+
+
+class Manifest:
+    def __init__(self, root: Path, sweep: Sweep):
+        self.sweep = sweep
+        self.dir = root / sweep.name
+        self.path = self.dir / "manifest.json"
+        self.data: dict[str, Any] = (
+            orjson.loads(self.path.read_bytes()) if self.path.is_file() else {"sweep": sweep.name, "runs": {}}
+        )
+        self.data["sweep_file"] = str(sweep.path)
+
+    # -- runs -----------------------------------------------------------------------------------------
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.dir / run.run_id
+
+    def spec(self, run: PlannedRun) -> RunSpec:
+        return RunSpec(run, self.run_dir(run), self.run_dir(run) / "launch.yaml")
+
+    def write_launch_config(self, run: PlannedRun) -> RunSpec:
+        """The resolved config a job runs: the run's config with `output_dir` = its run directory."""
+        spec = self.spec(run)
+        cfg = run.config.model_copy(update={"output_dir": str(spec.run_dir.resolve())})
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(spec.config_path) as fh:
+            fh.write(f"# written by the launcher for sweep {self.sweep.name}, run {run.run_id}\n")
+            fh.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return spec
+
+    def jobs(self, run_id: str) -> list[Job]:
+        entry = self.data["runs"].get(run_id, {})
+        return [Job(run_id, j) for j in entry.get("jobs", [])]
+
+    def backend_of(self, run_id: str) -> str | None:
+        backend = self.data["runs"].get(run_id, {}).get("backend")
+        return backend if isinstance(backend, str) else None
+
+    def record(self, run: PlannedRun, backend: str, job: Job) -> None:
+        entry = self.data["runs"].setdefault(run.run_id, {"submitted_at": _now()})
+        entry.update(varied=run.varied, backend=backend, updated_at=_now())
+        entry.setdefault("jobs", []).append(job.job_id)
+        self.save()
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, self.data)
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def state(self, run: PlannedRun, job_state: JobState | None) -> RunState:
+        """Combine the run directory (ground truth) with the backend's view of the newest job."""
+        run_dir = self.run_dir(run)
+        if (run_dir / "DONE").is_file():
+            return RunState(run.run_id, "completed")
+        status: dict[str, Any] = {}
+        if (run_dir / "status.json").is_file():
+            try:
+                status = orjson.loads((run_dir / "status.json").read_bytes())
+            except orjson.JSONDecodeError:
+                status = {}
+        if job_state in ACTIVE:
+            return RunState(run.run_id, job_state or "pending", f"step {_last_step(run_dir)}" if job_state == "running" else "")
+        if not self.jobs(run.run_id):
+            return RunState(run.run_id, "new")
+        if status.get("state") in ("failed", "preempted"):
+            return RunState(run.run_id, status["state"], status.get("error", "")[:200])
+        if job_state in ("failed", "cancelled", "preempted"):
+            return RunState(run.run_id, job_state)
+        return RunState(run.run_id, "missing", "the backend has no live job and the run did not finish")
+
+    def to_submit(self, states: Sequence[RunState]) -> list[str]:
+        return [s.run_id for s in states if s.state in ("new", "failed", "preempted", "cancelled", "missing")]
+
+
+def _last_step(run_dir: Path) -> int:
+    log = run_dir / "train_log.jsonl"
+    if not log.is_file():
+        return 0
+    step = 0
+    for line in log.read_bytes().splitlines()[-20:]:
+        try:
+            step = max(step, int(orjson.loads(line).get("step", 0)))
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue
+    return step
