@@ -229,8 +229,10 @@ def _combinations(p: Path, node: yaml.Node | None, spec: SweepFile) -> list[tupl
     lengths = {k: len(v) for k, v in spec.zip.items()}
     if len(set(lengths.values())) > 1:
         raise _fail(p, node, ("zip",), f"zip: lists must have the same length, got {lengths}")
-    zipped = [dict(zip(spec.zip, row, strict=True)) for row in zip(*spec.zip.values(), strict=True)] or [{}]
-    grid = [dict(zip(spec.grid, row, strict=True)) for row in itertools.product(*spec.grid.values())] or [{}]
+    zipped = [dict(zip(spec.zip, row, strict=True)) for row in zip(*spec.zip.values(), strict=True)]
+    grid = [dict(zip(spec.grid, row, strict=True)) for row in itertools.product(*spec.grid.values())]
+    zipped = zipped if spec.zip else [{}]  # no zip/grid: one row; an empty list in them: no rows
+    grid = grid if spec.grid else [{}]
     names = [v.name for v in spec.variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -1,0 +1,150 @@
+"""The launcher: every sweep in the repo, bad input with file:line, run identity, idempotent local submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from launcher.manifest import Manifest
+from launcher.sweep import load_sweep
+from ni.errors import ConfigError
+from trainer.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+CONFIGS = sorted((REPO / "trainer" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS + CONFIGS, ids=lambda p: p.name)
+def test_every_yaml_in_the_repo_loads_and_opens_with_its_command(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith(("# make ", "# python ")), f"{path.name} must open with the command that runs it"
+    if path.parent.name == "sweeps":
+        sweep = load_sweep(path)
+        assert sweep.runs and len({r.run_id for r in sweep.runs}) == len(sweep.runs)
+    else:
+        load_config(path)
+
+
+def test_the_paper_groups_are_all_there() -> None:
+    names = {p.stem for p in SWEEPS}
+    assert {"encodings", "num_tasks", "instances", "models", "lr_batch", "eval_pretrained", "baselines", "debug"} <= names
+    enc = load_sweep(REPO / "sweeps" / "encodings.yaml")
+    assert len(enc.runs) == 6 * 5
+    pretrained = load_sweep(REPO / "sweeps" / "eval_pretrained.yaml")
+    assert all(not r.config.do_train for r in pretrained.runs) and len(pretrained.runs) == 4 * 11
+
+
+def write(tmp: Path, text: str) -> Path:
+    p = tmp / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = "base: {model: {name_or_path: tiny}, data: {max_instances_per_task: 8}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\n" + BASE + "grid:\n  optim.lr: [1, 2\n", r"s.yaml:\d+: invalid YAML"),
+        ("name: x\n" + BASE + "resources:\n  gpu: 8\n", r"s.yaml:4: unknown key 'resources.gpu'.*Valid keys here: .*gpus"),
+        ("name: x\n" + BASE + "grid:\n  optim.lr: []\n", r"expands to zero runs"),
+        ("name: x\n" + BASE + "variants:\n  - {name: a}\n  - {name: a}\n", r"s.yaml:5: variant name 'a' is used twice"),
+        ("name: x\n" + BASE + "zip:\n  optim.lr: [1, 2]\n  seed: [1]\n", r"s.yaml:3: zip: lists must have the same length"),
+        ("name: x\nbase: nowhere.yaml\n", r"s.yaml:2: base: run config 'nowhere.yaml' not found"),
+        ("name: x\n" + BASE + "grid:\n  optim.lrr: [1]\n", r"unknown key 'optim.lrr'"),
+        ("name: x\n" + BASE + "grid:\n  data.train_encoding: [def_pos]\n", r"unknown encoding 'def_pos'"),
+    ],
+)
+def test_bad_sweeps_fail_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as e:
+        load_sweep(write(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_cli_bad_input_is_one_line_and_submits_nothing(tmp_path: Path) -> None:
+    p = write(tmp_path, "name: x\n" + BASE + "grid:\n  optim.lr: []\n")
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", str(p), "--runs-root", str(tmp_path / "runs")],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "zero runs" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_exclude_seeds_and_stable_ids(tmp_path: Path) -> None:
+    text = ("name: x\n" + BASE + "grid:\n  optim.lr: [0.1, 0.2]\n  optim.grad_accum: [1, 2]\n"
+            "exclude:\n  - {optim.lr: 0.2, optim.grad_accum: 2}\nseeds: [1, 2]\n")
+    runs = load_sweep(write(tmp_path, text)).runs
+    assert len(runs) == 3 * 2
+    ids = {json.dumps(r.varied, sort_keys=True): r.run_id for r in runs}
+    # editing one value changes only the runs it reaches
+    edited = load_sweep(write(tmp_path, text.replace("[0.1, 0.2]", "[0.1, 0.3]"))).runs
+    again = {json.dumps(r.varied, sort_keys=True): r.run_id for r in edited}
+    unchanged = [k for k in ids if '"optim.lr": 0.1' in k]
+    assert unchanged and all(again[k] == ids[k] for k in unchanged)
+    assert len(set(again.values()) - set(ids.values())) == 4  # lr 0.3 x accum 1, 2 (the exclude named 0.2) x 2 seeds
+
+
+def test_shell_metacharacters_stay_one_literal_value(tmp_path: Path) -> None:
+    nasty = "a b;rm -rf x$(y) `z` 'q'"
+    text = f"name: x\nbase: {{model: {{name_or_path: {json.dumps(nasty)}}}}}\n"
+    sweep = load_sweep(write(tmp_path, text))
+    manifest = Manifest(tmp_path / "runs", sweep)
+    spec = manifest.write_launch_config(sweep.runs[0])
+    assert yaml.safe_load(spec.config_path.read_text())["model"]["name_or_path"] == nasty
+    from launcher.backends.local import LocalBackend
+
+    argv = LocalBackend().command(sweep, spec, [])
+    assert argv[-2:] == ["--config", str(spec.config_path.resolve())] and nasty not in " ".join(argv)
+
+
+def run_launcher(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.mark.slow
+def test_local_submission_is_idempotent(tmp_path: Path, embedded: Path) -> None:
+    text = (f"name: idem\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 4,"
+            " max_instances_per_eval_task: 2, max_source_length: 96}\n"
+            "  optim: {max_steps: 2, per_device_batch_size: 4}\n  eval: {max_new_tokens: 4}\n"
+            "  logging: {progress: false}\ngrid:\n  seed: [1, 2]\n")
+    sweep_file = write(tmp_path, text)
+    runs = tmp_path / "runs"
+    r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 to submit" in r.stdout
+    manifest = orjson.loads((runs / "idem" / "manifest.json").read_bytes())
+    assert len(manifest["runs"]) == 2 and all(len(e["jobs"]) == 1 for e in manifest["runs"].values())
+    assert all((runs / "idem" / rid / "DONE").is_file() for rid in manifest["runs"])
+    # again: everything completed, nothing submitted
+    r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
+    assert r.returncode == 0 and "0 to submit" in r.stdout
+    # one run lost its result: only that one is submitted again
+    lost = sorted(manifest["runs"])[0]
+    (runs / "idem" / lost / "DONE").unlink()
+    r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
+    assert r.returncode == 0 and "1 to submit" in r.stdout, r.stdout
+    again = orjson.loads((runs / "idem" / "manifest.json").read_bytes())
+    assert len(again["runs"][lost]["jobs"]) == 2 and (runs / "idem" / lost / "DONE").is_file()
+    # a run whose job is still alive is never duplicated
+    (runs / "idem" / lost / "DONE").unlink()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        again["runs"][lost]["jobs"].append(f"local-{sleeper.pid}")
+        (runs / "idem" / "manifest.json").write_bytes(orjson.dumps(again))
+        r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
+        assert r.returncode == 0 and "0 to submit" in r.stdout and "running" in r.stdout
+    finally:
+        sleeper.kill()
+    r = run_launcher("report", str(sweep_file), "--runs-root", str(runs))
+    assert r.returncode == 0 and "rougeL" in r.stdout
+    time.sleep(0)
