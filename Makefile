@@ -37,6 +37,7 @@ bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sampl
 	$(PY) bench/bench_encoding.py
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_trainer.py
+	$(PY) bench/bench_launcher.py
 
 DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
 demo:  ## end to end on the embedded default data: data, prompts, baselines, scores (DATA=... for real NI)

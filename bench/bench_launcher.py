@@ -1,0 +1,88 @@
+"""Launcher throughput: expand + render a 1,000-run sweep, and (with a SLURM cluster) submit a 100-run sweep.
+
+    python bench/bench_launcher.py                     # expansion + rendering (local, SLURM and Beaker artifacts)
+    SLURM_CONF=... python bench/bench_launcher.py --submit   # also submit 100 tiny runs as job arrays, then cancel
+
+Targets: expansion + rendering under 5 s; one `sbatch` per resource group for the submission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from launcher.manifest import Manifest  # noqa: E402
+from launcher.sweep import load_sweep  # noqa: E402
+
+SWEEP = """\
+name: bench{n}
+base: {{model: {{name_or_path: tiny}}, data: {{max_instances_per_task: 4}}, optim: {{max_steps: 1}},
+        eval: {{max_new_tokens: 2}}}}
+grid:
+  optim.lr: [{lrs}]
+  data.train_encoding: [instruct_input, pos_2_input, instruct_pos_2_input, instruct_pos_2_neg_2_input, tk_instruct]
+{extra}
+resources: {{gpus: 0, cpus: 1, memory: 1G, time: "00:10:00"}}
+backend:
+  beaker: {{workspace: ai2/bench, clusters: [ai2/any], image: tk-lab-trainer}}
+"""
+
+
+def sweep_file(tmp: Path, n_lr: int, extra: str, n: int) -> Path:
+    p = tmp / f"bench{n}.yaml"
+    p.write_text(SWEEP.format(n=n, lrs=", ".join(f"{(i + 1) * 1e-5:.1e}" for i in range(n_lr)), extra=extra))
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--submit", action="store_true", help="also submit 100 runs to the SLURM cluster of SLURM_CONF")
+    args = ap.parse_args()
+    from launcher.cli import get_backend
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        path = sweep_file(tmp, 20, "  seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", 1000)
+        t0 = time.perf_counter()
+        sweep = load_sweep(path)
+        t1 = time.perf_counter()
+        manifest = Manifest(tmp / "runs", sweep)
+        specs = [manifest.spec(r) for r in sweep.runs]
+        sizes = {}
+        for name in ("local", "slurm", "beaker"):
+            t = time.perf_counter()
+            artifacts = get_backend(name).render(sweep, specs)
+            sizes[name] = (len(artifacts), time.perf_counter() - t)
+        t2 = time.perf_counter()
+        print(f"{len(sweep.runs)} runs: expansion {t1 - t0:.2f} s, rendering {t2 - t1:.2f} s "
+              f"(target < 5 s in all: {'ok' if t2 - t0 < 5 else 'MISSED'})")
+        for name, (count, secs) in sizes.items():
+            print(f"  {name:7} {count:5d} artifacts in {secs:.2f} s")
+
+        if args.submit:
+            path = sweep_file(tmp, 20, "", 100)
+            sweep = load_sweep(path)
+            manifest = Manifest(tmp / "runs", sweep)
+            specs = [manifest.write_launch_config(r) for r in sweep.runs]
+            groups = len({r.resource_key() for r in sweep.runs})
+            backend = get_backend("slurm")
+            t = time.perf_counter()
+            jobs = backend.submit(sweep, specs)
+            secs = time.perf_counter() - t
+            arrays = {j.job_id.split("_")[0] for j in jobs}
+            print(f"submitted {len(jobs)} runs in {secs:.2f} s as {len(arrays)} sbatch call(s) "
+                  f"for {groups} resource group(s)")
+            backend.cancel(jobs)
+            subprocess.run(["scancel", *sorted(arrays)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
