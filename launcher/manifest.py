@@ -98,6 +98,8 @@ class Manifest:
             return RunState(run.run_id, job_state or "pending", f"step {_last_step(run_dir)}" if job_state == "running" else "")
         if not self.jobs(run.run_id):
             return RunState(run.run_id, "new")
+        if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
+            return RunState(run.run_id, "completed", "results not pulled yet")
         if status.get("state") in ("failed", "preempted"):
             return RunState(run.run_id, status["state"], status.get("error", "")[:200])
         if job_state in ("failed", "cancelled", "preempted"):

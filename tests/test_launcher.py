@@ -148,3 +148,40 @@ def test_local_submission_is_idempotent(tmp_path: Path, embedded: Path) -> None:
     r = run_launcher("report", str(sweep_file), "--runs-root", str(runs))
     assert r.returncode == 0 and "rougeL" in r.stdout
     time.sleep(0)
+
+
+def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the in-process Beaker fake (no server exists here): the second experiment.create fails, the
+    manifest keeps the first; the next submit adds only the other two; pull + report read the results."""
+    from launcher import cli
+    from launcher.backends.beaker import BeakerBackend
+    from launcher.backends.beaker_fake import FakeBeakerClient
+
+    class Flaky(FakeBeakerClient):
+        fail_next_at = 2
+
+        def create_experiment(self, spec, name, workspace):  # type: ignore[no-untyped-def]
+            if len(self.created) + 1 == self.fail_next_at:
+                self.fail_next_at = 0
+                raise OSError("connection reset by peer")
+            return super().create_experiment(spec, name, workspace)
+
+    fake = Flaky()
+    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
+    p = write(tmp_path, "name: bk\n" + BASE + "grid:\n  seed: [1, 2, 3]\n"
+              "backend:\n  beaker: {workspace: ai2/x, clusters: [ai2/c], image: tk-lab-trainer}\n")
+    runs = tmp_path / "runs"
+    with pytest.raises(OSError):
+        cli.main(["submit", str(p), "--backend", "beaker", "--runs-root", str(runs)])
+    manifest = orjson.loads((runs / "bk" / "manifest.json").read_bytes())
+    assert len(manifest["runs"]) == 1
+    assert cli.main(["submit", str(p), "--backend", "beaker", "--runs-root", str(runs)]) == 0
+    manifest = orjson.loads((runs / "bk" / "manifest.json").read_bytes())
+    assert len(manifest["runs"]) == 3 and all(len(e["jobs"]) == 1 for e in manifest["runs"].values())
+    assert len(fake.created) == 3
+    assert cli.main(["submit", str(p), "--backend", "beaker", "--runs-root", str(runs)]) == 0
+    assert len(fake.created) == 3  # completed on Beaker, even before pulling: never submitted again
+    assert cli.main(["pull", str(p), "--runs-root", str(runs)]) == 0
+    for run_id in manifest["runs"]:
+        assert (runs / "bk" / run_id / "DONE").is_file() and (runs / "bk" / run_id / "metrics.json").is_file()
