@@ -72,7 +72,9 @@ class BeakerBackend(_Strict):
     clusters: list[str] = Field(default_factory=list)
     budget: str | None = None
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    preemptible: bool = True
+    preemptible: bool = Field(True, description="False: min_runtime = the time limit (never preempted)")
+    min_runtime: str | None = Field(None, description="protected from preemption this long, e.g. 2h")
+    auto_resume: bool = Field(True, description="restart a preempted task; the trainer resumes from its checkpoint")
     image: str | None = None
     retries: int = Field(2, ge=0)
     data_dataset: str | None = Field(None, description="Beaker dataset holding the NI data, mounted at /data")

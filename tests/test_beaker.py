@@ -159,7 +159,9 @@ def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
         assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter-cirrascale-2", "ai2/saturn-cirrascale"]
         assert spec.budget == "ai2/oe-adapt"
         assert task.context.priority == BeakerJobPriority.high and data["tasks"][0]["context"]["priority"] == "high"
-        assert data["tasks"][0]["context"]["preemptible"] is False
+        # not preemptible: protected for the whole 12 h time limit; preempted tasks auto-resume (no deprecated field)
+        assert "preemptible" not in data["tasks"][0]["context"]
+        assert task.context.min_runtime == 12 * 3600 * 1_000_000_000 and task.context.auto_resume is True
         assert spec.retry is not None and spec.retry.allowed_task_retries == 0
         assert data["retry"] == {"allowedTaskRetries": 0}
         assert task.result is not None and task.result.path == RESULT_PATH

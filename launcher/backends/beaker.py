@@ -203,11 +203,16 @@ def task_command(nodes: int, gpus: int) -> list[str]:
     return ["python", "-c", WRAPPER, LAUNCH_PATH, str(nodes), str(gpus), *trainer_command(LAUNCH_PATH, python="python")]
 
 
-def _context(settings: BeakerSettings) -> BeakerTaskContext:
-    with warnings.catch_warnings():  # beaker-py 2.x marks `preemptible` deprecated; the API still takes it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return BeakerTaskContext(priority=BeakerJobPriority.from_any(settings.priority),
-                                 preemptible=settings.preemptible)
+def _context(settings: BeakerSettings, time_limit: str) -> BeakerTaskContext:
+    """Preemption the beaker-py 2.x way. `auto_resume` restarts a preempted task, and the trainer resumes from its
+    newest checkpoint; `min_runtime` protects a task from preemption: none when `preemptible`, else the whole
+    time limit, unless the sweep names one."""
+    if settings.min_runtime is not None:
+        min_runtime = _duration_seconds(settings.min_runtime) * 1_000_000_000
+    else:
+        min_runtime = 0 if settings.preemptible else _duration_seconds(time_limit) * 1_000_000_000
+    return BeakerTaskContext(priority=BeakerJobPriority.from_any(settings.priority),
+                             min_runtime=min_runtime or None, auto_resume=settings.auto_resume)
 
 
 def experiment_name(sweep: Sweep, run: PlannedRun) -> str:
@@ -263,7 +268,7 @@ class BeakerBackend:
         task = BeakerTaskSpec(
             name=run.run_id,
             image=BeakerImageSource(beaker=s.image),
-            context=_context(s),
+            context=_context(s, res.time),
             result=BeakerResultSpec(path=RESULT_PATH),
             constraints=BeakerConstraints(cluster=list(s.clusters)),
             command=task_command(res.nodes, res.gpus),
