@@ -185,3 +185,34 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
     assert cli.main(["pull", str(p), "--runs-root", str(runs)]) == 0
     for run_id in manifest["runs"]:
         assert (runs / "bk" / run_id / "DONE").is_file() and (runs / "bk" / run_id / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_local_runs_cleanly_and_they_resume(tmp_path: Path, embedded: Path) -> None:
+    import signal
+
+    text = (f"name: intr\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 8,"
+            " max_instances_per_eval_task: 2, max_source_length: 96}\n"
+            "  optim: {max_steps: 30, per_device_batch_size: 4}\n  eval: {max_new_tokens: 4}\n"
+            "  checkpoint: {every_steps: 1000}\n  logging: {progress: false, every_steps: 1}\n")
+    sweep_file = write(tmp_path, text)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep_file), "--runs-root", str(runs)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TK_DEBUG_STEP_DELAY": "0.3"})
+    run_id = load_sweep(sweep_file).runs[0].run_id
+    log = runs / "intr" / run_id / "train_log.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (log.is_file() and b'"step":3' in log.read_bytes()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the launcher (the trainers run in their own sessions)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out
+    status = orjson.loads((runs / "intr" / run_id / "status.json").read_bytes())
+    assert status["state"] == "preempted" and status["step"] >= 3
+    assert any((runs / "intr" / run_id / "checkpoints").glob("*/COMPLETE"))
+    r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
+    assert r.returncode == 0 and "1 to submit" in r.stdout, r.stdout + r.stderr
+    events = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "resumed"] == [status["step"]]
+    assert (runs / "intr" / run_id / "DONE").is_file()
