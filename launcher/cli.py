@@ -1,4 +1,4 @@
-"""`python -m launcher plan|submit|status|pull|report|cancel SWEEP`: the project's front door."""
+"""`python -m launcher plan|submit|status|pull|report|cancel|logs SWEEP`: the project's front door."""
 
 from __future__ import annotations
 
@@ -208,8 +208,14 @@ class _LiveView:
         self.live.__exit__(*exc)
 
 
+def cmd_logs(sweep: Sweep, args: argparse.Namespace) -> int:
+    from launcher.logs import logs
+
+    return logs(sweep, args.runs_root, args.run_id, follow=args.follow, tail=args.tail, interval=args.interval)
+
+
 COMMANDS = {"plan": cmd_plan, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
-            "cancel": cmd_cancel}
+            "cancel": cmd_cancel, "logs": cmd_logs}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,6 +233,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
         if name == "status":
             s.add_argument("--strict", action="store_true", help="exit 1 if a run failed or was lost")
+        if name == "logs":
+            s.add_argument("run_id", nargs="?", default=None, help="a run id (or a unique prefix); none: a summary")
+            s.add_argument("--follow", "-f", action="store_true", help="keep following (Ctrl-C stops; the job runs on)")
+            s.add_argument("--tail", type=int, default=100, help="last N lines (-1: all)")
+            s.add_argument("--interval", type=float, default=5.0, help="seconds between summary refreshes")
     return p
 
 
