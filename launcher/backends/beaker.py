@@ -37,6 +37,7 @@ from beaker import (
     BeakerExperimentSpec,
     BeakerImageSource,
     BeakerJob,
+    BeakerJobLog,
     BeakerJobPriority,
     BeakerResultSpec,
     BeakerRetrySpec,
@@ -114,6 +115,10 @@ class BeakerClientLike(Protocol):
 
     def cancel_workload(self, workload_id: str) -> None: ...
 
+    def logs(self, job: BeakerJob, follow: bool = False, tail_lines: int | None = None) -> Iterable[BeakerJobLog]:
+        """The job's log lines (beaker-py `JobLog`s), streaming until the job ends when `follow`."""
+        ...
+
 
 class RealBeakerClient:
     """beaker-py 2.x behind `BeakerClientLike`. Needs BEAKER_TOKEN (or ~/.beaker/config.yml)."""
@@ -164,6 +169,9 @@ class RealBeakerClient:
 
     def cancel_workload(self, workload_id: str) -> None:
         self.beaker.workload.cancel(self.beaker.workload.get(workload_id))
+
+    def logs(self, job: BeakerJob, follow: bool = False, tail_lines: int | None = None) -> Iterable[BeakerJobLog]:
+        return self.beaker.job.logs(job, follow=follow, tail_lines=tail_lines)
 
 
 # --- spec building --------------------------------------------------------------------------------------

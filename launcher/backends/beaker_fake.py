@@ -27,6 +27,7 @@ from beaker import (
     BeakerCancelationCode,
     BeakerExperimentSpec,
     BeakerJob,
+    BeakerJobLog,
     BeakerWorkload,
     BeakerWorkloadStatus,
 )
@@ -73,12 +74,15 @@ class FakeBeakerClient:
     """A scripted stand-in for Beaker (see the module docstring)."""
 
     def __init__(self, outcomes: dict[str, Outcome] | None = None, default: Outcome = "succeed",
-                 results: dict[str, dict[str, bytes]] | None = None):
+                 results: dict[str, dict[str, bytes]] | None = None,
+                 log_lines: dict[str, list[bytes]] | None = None):
         self.outcomes = dict(outcomes or {})
         self.default = default
         self.results_override = dict(results or {})  # run id -> files of its successful result dataset
         self.created: list[CreatedExperiment] = []
         self.cancelled: list[str] = []
+        self.log_lines = dict(log_lines or {})  # job id -> its scripted log messages (default: one per job)
+        self.log_requests: list[tuple[str, bool, int | None]] = []  # (job id, follow, tail_lines)
         self._workloads: dict[str, BeakerWorkload] = {}
         self._jobs: dict[str, list[BeakerJob]] = {}
         self._datasets: dict[str, dict[str, bytes]] = {}
@@ -139,6 +143,14 @@ class FakeBeakerClient:
         for j in self._jobs.get(workload_id, []):
             if not j.status.HasField("finalized"):
                 _finish(j, BeakerWorkloadStatus.canceled, canceled_code=BeakerCancelationCode.manual)
+
+    def logs(self, job: BeakerJob, follow: bool = False, tail_lines: int | None = None) -> Iterable[BeakerJobLog]:
+        self.log_requests.append((job.id, follow, tail_lines))
+        lines = self.log_lines.get(job.id, [f"job {job.id} of {job.name}: scripted log line\n".encode()])
+        if tail_lines is not None:
+            lines = lines[-tail_lines:] if tail_lines else []
+        for i, msg in enumerate(lines):
+            yield BeakerJobLog(timestamp={"seconds": T0 + i}, message=msg)
 
     # -- scripting -----------------------------------------------------------------------------------
 
