@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ni.errors import ConfigError
+from ni.yamlio import read_yaml
 from trainer.config import RunConfig, apply_overrides, validate_config
 
 
@@ -166,17 +167,7 @@ def _fail(path: Path, node: yaml.Node | None, loc: tuple[Any, ...], msg: str, hi
 def load_sweep(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Sweep:
     """Read, validate and expand a sweep file. `overrides` are `a.b=value` lines applied to every run."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: sweep file not found") from None
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw, node = read_yaml(p, "sweep file", with_nodes=True)
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     try:

@@ -187,17 +187,10 @@ def validate_config(raw: Any, source: str) -> RunConfig:
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    from ni.yamlio import read_yaml
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw = read_yaml(p, "config file")[0] or {}
     if overrides:
         raw = apply_overrides(raw, overrides)
     return validate_config(raw, str(p))
