@@ -1,4 +1,5 @@
-"""`python -m trainer ...`: run a config, encode a split, build the tiny CPU model, write the embedded data."""
+"""`python -m trainer ...`: run a config, encode a split, build the tiny CPU model, write the embedded data,
+talk to a model (demo), export a run as a model folder."""
 
 from __future__ import annotations
 
@@ -107,7 +108,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return main_run(args.config, args.overrides, args.force, args.dry_run)
 
 
-COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data, "run": cmd_run}
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="talk to a model: task definition, examples, input -> its answer")
+    p.add_argument("--model", required=True, help="Hub name or local path (e.g. an exported run), or 'tiny'")
+    p.add_argument("--encoding", default="instruct_pos_2_input", help=f"one of: {', '.join(ENCODING_NAMES)}")
+    p.add_argument("--once", action="store_true",
+                   help='read one JSON object {"definition", "positive_examples", "input"} from stdin, '
+                        'print {"prompt", "prediction"}')
+    p.add_argument("--show-prompt", action="store_true", help="print the prompt before each answer")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-source-length", type=int, default=1024)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trainer.demo import main_demo
+
+    return main_demo(args.model, args.encoding, args.once, args.show_prompt, args.max_new_tokens,
+                     args.max_source_length)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a completed run as a save_pretrained folder with a model card")
+    p.add_argument("run_dir", help="a completed run directory (runs/<sweep>/<run-id>)")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--push-to-hub", dest="repo", default=None, metavar="REPO",
+                   help="then upload it to this Hub repo (token from HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo private")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from trainer.export import main_export
+
+    return main_export(args.run_dir, args.out, args.force, args.repo, args.private)
+
+
+COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data, "run": cmd_run,
+            "demo": cmd_demo, "export": cmd_export}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     _add_tiny_model(sub)
     _add_make_data(sub)
     _add_run(sub)
+    _add_demo(sub)
+    _add_export(sub)
     return p
 
 
