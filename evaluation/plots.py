@@ -1,0 +1,95 @@
+"""Matplotlib plots of a report (PNG bytes): encoding-matrix heatmap, scaling curves, per-category bars."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def heatmap(pivot: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else v for v in row] for row in pivot["values"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pivot["cols"]), 1.2 + 0.6 * len(pivot["rows"])))
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(pivot["cols"])), pivot["cols"], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(pivot["rows"])), pivot["rows"], fontsize=8)
+    ax.set_xlabel(pivot["cols_axis"])
+    ax.set_ylabel(pivot["rows_axis"])
+    finite = values[np.isfinite(values)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] < mid else "black")
+    fig.colorbar(im, ax=ax, label=pivot["metric"])
+    ax.set_title(f"{pivot['metric']}: {pivot['rows_axis']} x {pivot['cols_axis']}")
+    return _png(fig)
+
+
+def curve(pivot: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(pivot["x"], pivot["y"], marker="o")
+    if len(pivot["x"]) > 2 and min(pivot["x"]) > 0 and max(pivot["x"]) / min(pivot["x"]) >= 16:
+        ax.set_xscale("log")
+    ax.set_xlabel(pivot["axis"])
+    ax.set_ylabel(pivot["metric"])
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{pivot['metric']} vs {pivot['axis']}")
+    return _png(fig)
+
+
+def category_bars(rows: list[dict[str, Any]], categories: list[str], max_runs: int = 8) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scored = [r for r in rows if r.get("headline")][:max_runs]
+    if not scored or not categories:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) + 2), 4))
+    width = 0.8 / len(scored)
+    x = np.arange(len(categories))
+    for i, r in enumerate(scored):
+        ys = [next((v for k, v in r["headline"].items() if k.endswith(f"_for_{c}")), 0.0) for c in categories]
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, label=r["run"][-40:])
+    ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("headline metric (EM or ROUGE-L)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.set_title("per-category headline metric")
+    return _png(fig)
+
+
+def report_plots(report: dict[str, Any]) -> dict[str, bytes]:
+    """{file name: PNG bytes} for every plot the report calls for."""
+    out: dict[str, bytes] = {}
+    for i, p in enumerate(report["pivots"]):
+        if p["kind"] == "matrix":
+            out[f"matrix-{i}.png"] = heatmap(p)
+        elif p["kind"] == "curve":
+            out[f"curve-{p['axis'].replace('.', '_')}.png"] = curve(p)
+    bars = category_bars(report["rows"], report["categories"])
+    if bars is not None:
+        out["categories.png"] = bars
+    return out

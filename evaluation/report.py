@@ -1,0 +1,297 @@
+"""`python -m evaluation report RUNS_DIR...`: one report over every run below the given paths.
+
+Builds a JSON-able report object (rows, pivots, per-task table, intervals, reference rows) that the renderers in
+`evaluation.report_render` turn into Markdown, CSV, JSON and a self-contained HTML page with plots.
+Runs that failed, are missing, still running or have a truncated predictions file are shown and flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from evaluation.bootstrap import paired_diff, task_interval
+from evaluation.metrics import HEADLINE_METRICS, METRICS
+from evaluation.runs import RunInfo, config_differences, discover, read_predictions_lenient
+from evaluation.scorecache import cache_key, file_sha256, load_cached, score_predictions, store_cached
+from ni.errors import DataError, TkError
+from ni.io import write_json
+
+# reference.md section 7: ROUGE-L on the 119 English / 35 cross-lingual test tasks (repository README).
+PUBLISHED: list[tuple[str, float | None, float | None]] = [
+    ("Copying instance input", 14.20, 5.44),
+    ("Copying demo output", 28.54, 50.31),
+    ("T5-LM 11B", 30.16, None),
+    ("GPT-3 175B", 45.05, 51.20),
+    ("T0 11B", 32.28, None),
+    ("GPT-3 Instruct 175B", 52.06, 53.74),
+    ("Tk-Instruct 3B (def + 2 pos)", 54.33, None),
+    ("Tk-Instruct 11B", 60.07, None),
+    ("mTk-Instruct 3B", None, 56.72),
+]
+OK_STATES = ("completed",)
+ENCODING_AXES = ("data.train_encoding", "data.test_encoding")
+
+
+def _task_categories(run: RunInfo) -> Any:
+    from evaluation.cli import _TaskCategories
+
+    root = run.data_setting("root")
+    if root is None and run.config:
+        from ni.synthetic import ensure_default_data
+
+        return _TaskCategories(ensure_default_data())
+    return _TaskCategories(Path(root) if root else None)
+
+
+def score_run(run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = True) -> dict[str, Any] | None:
+    """The run's scores (cached by content hash), or None when it has no predictions; problems become flags."""
+    file = run.predictions
+    if not file.is_file():
+        if run.state == "completed":
+            run.flags.append("completed without predictions")
+        return None
+    track = str(run.data_setting("track", "default"))
+    key = cache_key(file_sha256(file), track)
+    scores = load_cached(run.path, key) if use_cache else None
+    if scores is None:
+        try:
+            preds, truncated = read_predictions_lenient(file)
+            if not preds:
+                raise DataError(f"{file}: no complete prediction line")
+            cats = _task_categories(run)
+            scores = score_predictions(preds, [cats(p, file) for p in preds], track, xlingual_tokenizer)
+        except TkError as e:
+            run.flags.append(f"predictions unusable: {e}")
+            return None
+        scores["truncated"] = truncated
+        if use_cache:
+            store_cached(run.path, key, scores)
+    if scores.get("truncated"):
+        run.flags.append("predictions truncated mid-line (last line left out)")
+    return scores
+
+
+def _intervals(scores: dict[str, Any], seed: int) -> dict[str, list[float] | None]:
+    stats = scores["task_stats"]
+    out: dict[str, list[float] | None] = {}
+    for m in ("rougeL", "exact_match"):
+        ci = task_interval([s["sums"][m] for s in stats.values()], [s["n"] for s in stats.values()], seed=seed)
+        out[m] = ci.as_list() if ci else None
+    for cat, metric in HEADLINE_METRICS.items():
+        tasks = [t for t, c in scores["task_category"].items() if c == cat]
+        if tasks:
+            ci = task_interval([stats[t]["sums"][metric] for t in tasks], [stats[t]["n"] for t in tasks], seed=seed)
+            out[f"{metric}_for_{cat}"] = ci.as_list() if ci else None
+    return out
+
+
+def _best_worst(scores: dict[str, Any], k: int = 3) -> dict[str, list[list[Any]]]:
+    per = sorted(
+        ((key.split("_for_", 1)[1], v) for key, v in scores["per_task"].items() if key.startswith("rougeL_for_")),
+        key=lambda tv: (tv[1], tv[0]),
+    )
+    return {"best": [list(x) for x in per[::-1][:k]], "worst": [list(x) for x in per[:k]]}
+
+
+def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run": run.name,
+        "path": str(run.path),
+        "varied": varied,
+        "state": run.state,
+        "flags": list(run.flags),
+        "ok": run.state in OK_STATES and not run.flags and scores is not None,
+        "wall_seconds": run.wall_seconds,
+        "gpu_hours": run.gpu_hours,
+        "track": run.data_setting("track", scores["track"] if scores else "default"),
+    }
+    if scores is not None:
+        row.update(
+            rougeL=scores["overall"]["rougeL"],
+            exact_match=scores["overall"]["exact_match"],
+            rouge1=scores["overall"]["rouge1"],
+            num_examples=scores["num_examples"],
+            headline=scores["headline"],
+            per_category=scores["per_category"],
+            per_task={k.split("_for_", 1)[1]: v for k, v in scores["per_task"].items() if k.startswith("rougeL_for_")},
+            ci=_intervals(scores, seed),
+            best_worst=_best_worst(scores),
+        )
+    return row
+
+
+def _pivots(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    """2-D pivots (the encoding matrix, or any two-axis sweep) and 1-D curves over a single numeric axis."""
+    scored = [r for r in rows if r.get("rougeL") is not None and r["varied"]]
+    out: list[dict[str, Any]] = []
+    if all(a in axes for a in ENCODING_AXES):
+        pair: list[str] | None = list(ENCODING_AXES)
+    elif len(axes) == 2:
+        pair = axes
+    else:
+        pair = None
+    if pair is not None:
+        rk, ck = pair
+        rvals = list(dict.fromkeys(r["varied"].get(rk) for r in scored))
+        cvals = list(dict.fromkeys(r["varied"].get(ck) for r in scored))
+        cells: dict[str, dict[str, list[float]]] = {}
+        for r in scored:
+            cells.setdefault(str(r["varied"].get(rk)), {}).setdefault(str(r["varied"].get(ck)), []).append(r["rougeL"])
+        matrix = [
+            [round(sum(v) / len(v), 4) if (v := cells.get(str(a), {}).get(str(b))) else None for b in cvals]
+            for a in rvals
+        ]
+        out.append({"kind": "matrix", "rows_axis": rk, "cols_axis": ck, "rows": [str(v) for v in rvals],
+                    "cols": [str(v) for v in cvals], "values": matrix, "metric": "rougeL"})
+    for ax in axes:
+        others = [a for a in axes if a != ax and a != "seed"]
+        vals = [r["varied"].get(ax) for r in scored]
+        if others or not vals or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+            continue
+        points: dict[float, list[float]] = {}
+        for r in scored:
+            points.setdefault(r["varied"][ax], []).append(r["rougeL"])
+        xs = sorted(points)
+        out.append({"kind": "curve", "axis": ax, "x": xs,
+                    "y": [round(sum(points[x]) / len(points[x]), 4) for x in xs], "metric": "rougeL"})
+    return out
+
+
+def _baseline_scores(roots: set[tuple[str, str, int | None]], cache_dir: Path | None) -> list[dict[str, Any]]:
+    """Heuristic baselines on the same test data as the runs (cached in the report directory)."""
+    from evaluation.baselines import BASELINES, baseline_rows
+    from evaluation.predictions import parse_line
+
+    cache_file = cache_dir / ".baselines-cache.json" if cache_dir else None
+    cache: dict[str, Any] = {}
+    if cache_file and cache_file.is_file():
+        try:
+            cache = orjson.loads(cache_file.read_bytes())
+        except orjson.JSONDecodeError:
+            cache = {}
+    out = []
+    for root, track, cap in sorted(roots, key=repr):
+        for name in sorted(BASELINES):
+            try:
+                rows = list(baseline_rows(name, root, track, cap))
+            except TkError as e:
+                out.append({"name": name, "data": root, "track": track, "error": str(e)})
+                continue
+            blob = orjson.dumps([[r["Task"], r["prediction"], r["Instance"]["output"], r["Categories"]] for r in rows])
+            key = cache_key(hashlib.sha256(blob).hexdigest(), track, name)
+            if key not in cache:
+                preds = [parse_line(Path(f"<{name}>"), i, r) for i, r in enumerate(rows, 1)]
+                s = score_predictions(preds, [p.category or "" for p in preds], track)
+                cache[key] = {k: s[k] for k in ("overall", "headline", "num_examples")}
+            s = cache[key]
+            out.append({"name": name, "data": root, "track": track, "rougeL": s["overall"]["rougeL"],
+                        "exact_match": s["overall"]["exact_match"], "headline": s["headline"],
+                        "num_examples": s["num_examples"]})
+    if cache_file is not None:
+        write_json(cache_file, cache)
+    return out
+
+
+def build_report(
+    paths: Sequence[Path],
+    seed: int = 0,
+    baselines: bool = True,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    xlingual_tokenizer: Any = "gpt2",
+) -> dict[str, Any]:
+    t0 = time.time()
+    runs = discover([Path(p) for p in paths])
+    if not runs:
+        raise DataError(f"{', '.join(map(str, paths))}: no run directories found (config.yaml, status.json, "
+                        "predicted_examples.jsonl or DONE)")
+    diffs = config_differences(runs)
+    scores = {r.name: score_run(r, xlingual_tokenizer, use_cache) for r in runs}
+    rows = []
+    for r in runs:
+        varied = r.varied if r.varied is not None else diffs.get(r.name, {})
+        rows.append(_row(r, varied, scores[r.name], seed))
+    axes: list[str] = []
+    for row in rows:
+        axes += [k for k in row["varied"] if k not in axes]
+    categories = sorted({k.split("_for_", 1)[1] for row in rows for k in row.get("headline", {})})
+    tasks = sorted({t for row in rows for t in row.get("per_task", {})})
+    scored = sorted((r for r in rows if r.get("rougeL") is not None), key=lambda r: -r["rougeL"])
+    comparison = None
+    if len(scored) >= 2:
+        a, b = scored[0], scored[1]
+        d = paired_diff(_task_pairs(scores[a["run"]]), _task_pairs(scores[b["run"]]), seed=seed)
+        if d is not None:
+            comparison = {"a": a["run"], "b": b["run"], "metric": "rougeL", "diff": d.diff, "ci": [d.low, d.high],
+                          "tasks": d.tasks, "significant": d.significant}
+    roots = {
+        (str(root), str(r.data_setting("track", "default")), r.data_setting("max_instances_per_eval_task"))
+        for r in runs
+        if r.config and (root := r.data_setting("root")) is not None
+    }
+    tracks = sorted({str(row["track"]) for row in rows})
+    published = [
+        {"name": n, "track": t, "rougeL": v, "source": "published (reference.md §7)"}
+        for n, en, xl in PUBLISHED
+        for t, v in (("default", en), ("xlingual", xl))
+        if v is not None and t in tracks
+    ]
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "paths": [str(p) for p in paths],
+        "seed": seed,
+        "axes": axes,
+        "categories": categories,
+        "headline_metric": {c: HEADLINE_METRICS[c] for c in categories if c in HEADLINE_METRICS},
+        "rows": rows,
+        "tasks": tasks,
+        "pivots": _pivots(rows, axes),
+        "comparison": comparison,
+        "baselines": _baseline_scores(roots, cache_dir) if baselines else [],
+        "published": published,
+        "problems": [{"run": r["run"], "state": r["state"], "flags": r["flags"]} for r in rows if not r["ok"]],
+        "seconds": round(time.time() - t0, 3),
+        "metrics": list(METRICS),
+    }
+
+
+def _task_pairs(scores: dict[str, Any] | None, metric: str = "rougeL") -> dict[str, tuple[float, int]]:
+    if scores is None:
+        return {}
+    return {t: (s["sums"][metric], s["n"]) for t, s in scores["task_stats"].items()}
+
+
+def run_report(
+    paths: Sequence[Path],
+    out: Path | None = None,
+    formats: Sequence[str] = ("md", "html", "csv", "json"),
+    strict: bool = False,
+    seed: int = 0,
+    baselines: bool = True,
+    echo: bool = True,
+) -> int:
+    """Build, write and print a report; the exit status is 1 under `strict` when a run needs attention."""
+    from evaluation.report_render import FORMATS, to_markdown, write_report
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise DataError(f"--format: unknown format '{bad[0]}'", hint=f"Valid formats: {','.join(FORMATS)}.")
+    first = Path(paths[0])
+    out = out if out is not None else (first.parent if (first / "DONE").exists() else first) / "report"
+    report = build_report(paths, seed=seed, baselines=baselines, cache_dir=out)
+    written = write_report(report, out, list(formats))
+    if echo:
+        print(to_markdown(report))
+        print(f"\nwrote {', '.join(str(w) for w in written)}")
+    if report["problems"]:
+        print(f"{len(report['problems'])} run(s) need attention: "
+              + ", ".join(f"{p['run']} ({p['state']})" for p in report["problems"]))
+        if strict:
+            return 1
+    return 0
