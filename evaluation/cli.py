@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--xlingual-tokenizer", default="gpt2", metavar="PATH_OR_NAME")
     s.add_argument("--workers", type=int, default=None, help="processes for ROUGE (default: all cores when large)")
     s.add_argument("--out", required=True, type=Path)
+
+    r = sub.add_parser("report", help="aggregate every run below RUNS_DIR... into one report (md, html, csv, json)")
+    r.add_argument("runs", nargs="+", type=Path, metavar="RUNS_DIR")
+    r.add_argument("--out", type=Path, default=None, help="report directory (default: RUNS_DIR/report)")
+    r.add_argument("--format", default="md,html,csv,json", help="comma-separated: md,html,csv,json")
+    r.add_argument("--strict", action="store_true", help="exit 1 when a run failed, is missing, running or truncated")
+    r.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    r.add_argument("--no-baselines", action="store_true", help="skip the heuristic baselines on the runs' test data")
+
+    c = sub.add_parser("compare", help="per-task and per-category differences of two runs or two sweeps")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON")
     return p
 
 
@@ -119,6 +133,15 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "report":
+            from evaluation.report import run_report
+
+            fmts = [f.strip() for f in args.format.split(",") if f.strip()]
+            return run_report(args.runs, args.out, fmts, args.strict, args.seed, not args.no_baselines)
+        if args.command == "compare":
+            from evaluation.compare import run_compare
+
+            return run_compare(args.a, args.b, args.out, args.seed)
         if args.command == "baseline":
             n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
             print(f"wrote {n} {args.name} predictions to {args.out}")

@@ -40,7 +40,7 @@ def _headline(row: dict[str, Any], cat: str) -> Any:
 
 
 def run_columns(report: dict[str, Any]) -> list[str]:
-    return ["run", *[_short(a) for a in report["axes"]], "state", "ROUGE-L", "95% CI", "EM", "examples",
+    return ["run", *[_short(a) for a in report["axes"]], "state", "rougeL", "95% CI", "exact_match", "examples",
             "wall (h)", "GPU-h", "flags"]
 
 

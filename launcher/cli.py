@@ -146,18 +146,16 @@ def cmd_pull(sweep: Sweep, args: argparse.Namespace) -> int:
 
 
 def cmd_report(sweep: Sweep, args: argparse.Namespace) -> int:
+    from evaluation.report import run_report
+
     manifest = Manifest(args.runs_root, sweep)
-    states = _states(sweep, manifest)
-    keys = _varied_columns(sweep)
-    rows = []
-    for run, st in zip(sweep.runs, states, strict=True):
-        metrics_file = manifest.run_dir(run) / "metrics.json"
-        m = orjson.loads(metrics_file.read_bytes()) if metrics_file.is_file() else {}
-        o = m.get("overall", {})
-        rows.append([run.run_id, *[run.varied.get(k) for k in keys], st.state, o.get("rougeL"), o.get("exact_match"),
-                     m.get("num_examples")])
-    _table(f"{sweep.name}: ROUGE-L", ["run id", *keys, "state", "rougeL", "exact_match", "examples"], rows)
-    return 0
+    if not manifest.dir.is_dir():
+        raise ConfigError(f"{manifest.dir}: no runs of sweep {sweep.name} yet", hint="Submit the sweep first.")
+    unsubmitted = [r.run_id for r in sweep.runs if not (manifest.run_dir(r)).exists()
+                   and r.run_id not in manifest.data["runs"]]
+    if unsubmitted:
+        print(f"{sweep.name}: {len(unsubmitted)} run(s) not submitted yet: {', '.join(unsubmitted[:10])}")
+    return run_report([manifest.dir], manifest.dir / "report", strict=bool(getattr(args, "strict", False)))
 
 
 def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
