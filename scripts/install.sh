@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install the project into the active Python environment (a venv, or a container image's Python).
-#   scripts/install.sh [--dev] [--deepspeed] [--gpu|--cpu]
+#   scripts/install.sh [--dev] [--deepspeed] [--gpu|--cpu] [--locked] [--deps-only]
 # One script for people, CI and the container images, so what CI tests is what the images run.
+#  - --locked: every package at the version in requirements/lock.txt (used as pip constraints; regenerate it
+#    with scripts/lock.sh after changing pyproject's dependencies). The images always install --locked.
+#  - --deps-only: everything but the project itself (the images install dependencies in a layer of their own,
+#    cached across code changes, then run this script again without it).
 #  - torch is installed first, pinned, so the project's `torch>=` floor never pulls another build:
 #    on GPU machines the CUDA wheel from PyPI; on CPU machines set TORCH_INDEX_URL to a CPU-wheel index
 #    (machines whose pip is configured with a local CPU wheel, like ours, need nothing).
@@ -12,6 +16,8 @@ set -euo pipefail
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 dev=0
 deepspeed=0
+locked=0
+deps_only=0
 mode=auto
 for arg in "$@"; do
   case "$arg" in
@@ -19,7 +25,9 @@ for arg in "$@"; do
     --deepspeed) deepspeed=1 ;;
     --gpu) mode=gpu ;;
     --cpu) mode=cpu ;;
-    *) echo "install.sh: unknown option '$arg' (valid: --dev --deepspeed --gpu --cpu)" >&2; exit 2 ;;
+    --locked) locked=1 ;;
+    --deps-only) deps_only=1 ;;
+    *) echo "install.sh: unknown option '$arg' (valid: --dev --deepspeed --gpu --cpu --locked --deps-only)" >&2; exit 2 ;;
   esac
 done
 if [ "$mode" = auto ]; then
@@ -30,20 +38,42 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 python -m pip install --quiet --upgrade pip
 
+lock=()
+if [ "$locked" = 1 ]; then
+  lock=(--constraint "${here}/requirements/lock.txt")
+  echo "install.sh: locked versions from requirements/lock.txt"
+fi
+
 torch_args=("torch==${TORCH_VERSION}")
 if [ "$mode" = cpu ] && [ -n "${TORCH_INDEX_URL:-}" ]; then
-  torch_args+=(--index-url "$TORCH_INDEX_URL")
+  # locked: torch's own dependencies still come from PyPI at their locked versions (the CPU build, 2.x.y+cpu,
+  # sorts above 2.x.y and satisfies the lock's torch==2.x.y)
+  if [ "$locked" = 1 ]; then torch_args+=(--extra-index-url "$TORCH_INDEX_URL"); else torch_args+=(--index-url "$TORCH_INDEX_URL"); fi
 fi
 echo "install.sh: torch ${TORCH_VERSION} (${mode})"
-python -m pip install --quiet "${torch_args[@]}"
+python -m pip install --quiet "${lock[@]}" "${torch_args[@]}"
 
 extras=""
 [ "$dev" = 1 ] && extras="dev"
-echo "install.sh: project${extras:+ [$extras]}"
-python -m pip install --quiet -e "${here}${extras:+[$extras]}"
+if [ "$deps_only" = 1 ]; then
+  echo "install.sh: project dependencies${extras:+ [$extras]} (not the project)"
+  mapfile -t deps < <(python - "${here}/pyproject.toml" "$extras" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+deps = list(project["dependencies"])
+for extra in filter(None, sys.argv[2].split(",")):
+    deps += project["optional-dependencies"][extra]
+print("\n".join(d for d in deps if not d.startswith("torch")))
+PY
+)
+  python -m pip install --quiet "${lock[@]}" "${deps[@]}"
+else
+  echo "install.sh: project${extras:+ [$extras]}"
+  python -m pip install --quiet "${lock[@]}" -e "${here}${extras:+[$extras]}"
+fi
 
 if [ "$mode" = gpu ] || [ "$deepspeed" = 1 ]; then
   echo "install.sh: deepspeed (no build isolation, against the installed torch; ops compiled on first use)"
-  DS_BUILD_OPS=0 python -m pip install --quiet --no-build-isolation "deepspeed>=0.15"
+  DS_BUILD_OPS=0 python -m pip install --quiet "${lock[@]}" --no-build-isolation "deepspeed>=0.15"
 fi
 python -c 'import torch, transformers; print(f"install.sh: ok (torch {torch.__version__}, transformers {transformers.__version__}, cuda={torch.cuda.is_available()})")'
