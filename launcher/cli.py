@@ -102,6 +102,10 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
                                            if view else {}))
     backend.check(sweep)
+    from launcher.images import check_image_revision  # the image must hold the code being submitted
+
+    for note in check_image_revision(sweep, args.backend, allow_stale=args.allow_stale_image):
+        print(f"warning: {note}", file=sys.stderr)
     specs = [manifest.write_launch_config(r) for r in runs]
     if args.backend == "local":
         assert view is not None
@@ -227,6 +231,9 @@ def parser() -> argparse.ArgumentParser:
                        help="override a run-config value in every run (repeatable)")
         if name in ("plan", "submit"):
             s.add_argument("--backend", default="local", choices=BACKENDS)
+        if name == "submit":
+            s.add_argument("--allow-stale-image", action="store_true",
+                           help="submit even if the image was built from another git revision than HEAD")
         if name == "plan":
             s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
         if name == "status":
