@@ -62,3 +62,19 @@ status pull report cancel:  ## status / pull / report / cancel of SWEEP
 
 clean:  ## remove caches and demo outputs (keeps .venv)
 	rm -rf runs/demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# --- images (issue 6; images/README.md) ----------------------------------------------------------------------
+IMAGE_KIND ?= trainer
+.PHONY: image push-image lock hadolint
+
+image:  ## build images/$(IMAGE_KIND)/Dockerfile as tk-lab-$(IMAGE_KIND):<git-sha> (clean tree or ALLOW_DIRTY=1)
+	bash images/build.sh build $(IMAGE_KIND)
+
+push-image:  ## push that image: REGISTRY=host/org and/or BEAKER=1; records it, prints the sweep lines
+	bash images/build.sh push $(IMAGE_KIND)
+
+lock:  ## regenerate requirements/lock.txt from pyproject.toml (uv, PyPI)
+	source $(VENV)/bin/activate && bash scripts/lock.sh
+
+hadolint:  ## lint every Dockerfile
+	$(VENV)/bin/hadolint images/*/Dockerfile
