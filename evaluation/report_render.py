@@ -131,7 +131,7 @@ def tasks_csv(report: dict[str, Any]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 24px}
 th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}
-th{background:#f2f2f2;cursor:pointer}tr.bad td{background:#fff1f0}.flag{color:#b00;text-align:left}
+#runs td:last-child{text-align:left}th{background:#f2f2f2;cursor:pointer}tr.bad td{background:#fff1f0}.flag{color:#b00;text-align:left}
 .pub{color:#666;font-style:italic}img{max-width:100%;border:1px solid #eee;margin:6px}"""
 _JS = """
 function sortTable(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
