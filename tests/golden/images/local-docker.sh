@@ -1,0 +1,1 @@
+docker run --rm --init -v {TMP}/runs/containerised/{RUN_ID}:{TMP}/runs/containerised/{RUN_ID} -v /scratch/hf:/cache/huggingface tk-lab-trainer:3f9c2ab -m trainer run --config {TMP}/runs/containerised/{RUN_ID}/launch.yaml
