@@ -138,7 +138,11 @@ def main_demo(model: str, encoding: str, once: bool, show_prompt: bool = False,
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
     from trainer.run import resolve_model_path
+
+    hf_logging.disable_progress_bar()
 
     demo = Demo(resolve_model_path(model, _data_root()) if model == "tiny" else model, encoding,
                 max_source_length, max_new_tokens)

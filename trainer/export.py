@@ -101,12 +101,18 @@ def _fmt(v: Any) -> str:
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
+    """Overall and per-category rows; metrics.json keeps groups as flat `"{metric}_for_{category}"` keys."""
     overall = metrics.get("overall", {})
     keys = sorted(overall)
+    rows: dict[str, dict[str, Any]] = {}
+    for flat, value in metrics.get("per_category", {}).items():
+        metric, sep, group = flat.partition("_for_")
+        if sep and metric in overall:
+            rows.setdefault(group, {})[metric] = value
     lines = ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines.append("| overall | " + " | ".join(_fmt(overall[k]) for k in keys) + " |")
-    for name, row in sorted(metrics.get("per_category", {}).items()):
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |")
+    for group, row in sorted(rows.items()):
+        lines.append(f"| {group} | " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -196,6 +202,9 @@ def push_to_hub(folder: Path, repo: str, private: bool = False, api: Any = None)
 
 def main_export(run_dir: str, out: str, force: bool, repo: str | None, private: bool) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # errors stay one line
     if repo is not None and not os.environ.get("HF_TOKEN"):
         push_to_hub(Path(out), repo)  # fails before anything is written
     folder = export(Path(run_dir), Path(out), force, repo)
