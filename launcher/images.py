@@ -119,9 +119,9 @@ def check_image_revision(sweep: Sweep, backend: str, allow_stale: bool = False, 
             notes.append(f"{where}: {setting} '{ref}' ends in a number, not a known git revision; not checked")
             continue
         message = (f"{where}: {setting}: image {ref} was built from {sha} but the code is {code.short} "
-                   f"(git rev-parse HEAD), so the jobs would run stale code")
+                   f"(git rev-parse HEAD), so the jobs would run stale code.")
         if allow_stale:
-            notes.append(message + f" (allowed by --allow-stale-image / {ALLOW_ENV})")
+            notes.append(message.removesuffix(".") + f" (allowed by --allow-stale-image / {ALLOW_ENV})")
             continue
         raise ConfigError(message,
                           hint=f"Rebuild with `make image` (and `make push-image`), set {setting} to the tag it "
