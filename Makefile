@@ -78,3 +78,8 @@ lock:  ## regenerate requirements/lock.txt from pyproject.toml (uv, PyPI)
 
 hadolint:  ## lint every Dockerfile
 	$(VENV)/bin/hadolint images/*/Dockerfile
+
+.PHONY: logs
+RUN ?=
+logs:  ## logs of RUN in SWEEP (make logs SWEEP=... RUN=<run-id>); without RUN a live summary; FOLLOW=0 prints once
+	$(PY) -m launcher logs $(SWEEP) $(RUN) --runs-root $(RUNS) $(if $(filter 0,$(FOLLOW)),,--follow)
