@@ -3,7 +3,7 @@
 - local: the run's `launcher.log` (the trainer's stdout and stderr, appended by every local attempt);
 - SLURM: the submitit stdout/stderr files of the run's newest job (`runs/<sweep>/.submitit/<job>_0_log.out/.err`).
   A requeued job appends to the same files; each attempt starts with submitit's "Starting with JobEnvironment"
-  line, so only the newest attempt is shown, after one line per restart (with the step the trainer resumed at,
+  line in stdout (and ends with SLURM's "DUE TO JOB REQUEUE" in stderr), so only the newest attempt is shown, after one line per restart (with the step the trainer resumed at,
   from the run's `train_log.jsonl`);
 - Beaker: the logs of the newest job of the run's workload through the Beaker client (beaker-py's
   `job.logs(job, follow=True)`); a retried or preempted-and-resumed experiment has several jobs: the latest is
@@ -34,8 +34,11 @@ from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 
 TERMINAL_RUN_STATES = ("completed", "failed", "cancelled", "missing", "preempted", "new")
-SUBMITIT_ATTEMPT = re.compile(r"Starting with JobEnvironment")
-TRAINER_ARGV = re.compile(r"^\+ \S+")  # what TrainerJob prints (stdout) before starting the trainer
+# submitit logs INFO to the task's stdout: each attempt of a (requeued) job starts with this line
+SUBMITIT_ATTEMPT = re.compile(r"submitit INFO .* - Starting with JobEnvironment")
+# stderr has no start line: an attempt ends with SLURM's requeue notice and the aftermath of the killed step
+REQUEUED = re.compile(r"DUE TO JOB REQUEUE")
+AFTERMATH = re.compile(r"^(slurmstepd|srun)[:-]|Bypassing signal|Caught signal")
 
 
 # --- progress from the run directory -----------------------------------------------------------------------
@@ -274,6 +277,22 @@ def split_attempts(lines: list[str], marker: re.Pattern[str]) -> list[list[str]]
     return attempts
 
 
+def split_stderr_attempts(lines: list[str]) -> list[list[str]]:
+    """stderr cut after each requeue notice (and the lines SLURM and submitit write while the step is killed)."""
+    attempts: list[list[str]] = [[]]
+    ending = False
+    for line in lines:
+        if REQUEUED.search(line):
+            ending = True
+        elif ending and not AFTERMATH.search(line):
+            attempts.append([])
+            ending = False
+        attempts[-1].append(line)
+    if ending:
+        attempts.append([])  # requeued, the next attempt wrote nothing yet
+    return attempts
+
+
 def _tail(lines: list[str], n: int | None) -> list[str]:
     return lines if n is None or n < 0 else (lines[-n:] if n else [])
 
@@ -401,7 +420,7 @@ def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
     out_path, err_path = slurm_log_files(t, job)
     out_tail, err_tail = FileTail(out_path), FileTail(err_path)
     out_lines, err_lines = out_tail.read_all(), err_tail.read_all()
-    out_att, err_att = split_attempts(out_lines, TRAINER_ARGV), split_attempts(err_lines, SUBMITIT_ATTEMPT)
+    out_att, err_att = split_attempts(out_lines, SUBMITIT_ATTEMPT), split_stderr_attempts(err_lines)
     n_att = max(len(out_att), len(err_att)) if (out_lines or err_lines) else 0
     resumed = resumed_events(t.run_dir)
     head = f"# slurm job {job.job_id} of run {t.run.run_id}"
@@ -416,17 +435,17 @@ def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
     if not out_lines and not err_lines and not follow:
         out.line("# no output yet (the job has not started)")
     err = Out(sys.stderr)
-    for line in _tail(out_att[-1], tail):
+    for line in _tail(out_att[-1] if len(out_att) == n_att else [], tail):
         out.line(line)
-    for line in _tail(err_att[-1], tail):
+    for line in _tail(err_att[-1] if len(err_att) == n_att else [], tail):
         err.line(line)
     if not follow:
         return 0
     restarts = [max(n_att - 1, 0)]
-    seen_start = [any(SUBMITIT_ATTEMPT.search(x) for x in err_lines)]
+    seen_start = [any(SUBMITIT_ATTEMPT.search(x) for x in out_lines)]
 
     def on_line(ft: FileTail, line: str) -> None:
-        if ft is err_tail and SUBMITIT_ATTEMPT.search(line):
+        if ft is out_tail and SUBMITIT_ATTEMPT.search(line):
             if seen_start[0]:
                 restarts[0] += 1
                 out.line(_restart_line(restarts[0], "job requeued (preempted or timed out)", resumed_events(t.run_dir)))
@@ -435,7 +454,19 @@ def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
     def alive() -> bool:
         return _job_state("slurm", job) in ("pending", "running", "preempted")
 
-    follow_files([(out_tail, out.line), (err_tail, err.line)], alive, poll, on_line)
+    # a restart is seen before the trainer logs where it resumed: say so when train_log.jsonl does
+    train_log = FileTail(t.run_dir / "train_log.jsonl")
+    train_log.read_new()
+
+    def resumed_note(line: str) -> None:
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(rec, dict) and rec.get("event") == "resumed":
+            out.line(f"# --- the trainer resumed at step {rec.get('step')} ({rec.get('checkpoint', '')})")
+
+    follow_files([(out_tail, out.line), (err_tail, err.line), (train_log, resumed_note)], alive, poll, on_line)
     return 0
 
 

@@ -196,10 +196,23 @@ def slurm_run(tmp: Path) -> tuple[Path, Sweep, Manifest, Path, Path]:
 
 
 def attempt_text(n: int) -> tuple[str, str]:
-    out = f"+ /usr/bin/python -m trainer run --config launch.yaml\nattempt {n} stdout line\n"
-    err = (f"submitit INFO (2024-01-01 00:0{n}:00,000) - Starting with JobEnvironment(job_id=4242_0, hostname=n1)\n"
-           f"attempt {n} stderr line\n")
+    """What a TrainerJob attempt writes (as seen on the CI cluster): submitit INFO in stdout, warnings in both."""
+    start = (f"submitit INFO (2024-01-01 00:0{n}:00,000) - Starting with JobEnvironment(job_id=4242_0, hostname=vm, "
+             "local_rank=0(1), node=0(1), global_rank=0(1))\n"
+             "submitit INFO (2024-01-01 00:00:00,000) - Loading pickle: runs/sl/.submitit/4242_0_submitted.pkl\n")
+    out = start + f"+ /usr/bin/python -m trainer run --config launch.yaml\nattempt {n} stdout line\n"
+    err = f"Loading weights: 100%|####| 51/51\nattempt {n} stderr line\n"
     return out, err
+
+
+PREEMPTED_OUT = ("runs/sl/x: stopped at step 3 by signal 12; state saved\n"
+                 "submitit WARNING (2024-01-01 00:01:30,000) - Caught signal SIGUSR2 on vm: this job is preempted.\n"
+                 "submitit INFO (2024-01-01 00:01:30,000) - Requeued job 4242 (3 remaining timeouts)\n")
+PREEMPTED_ERR = ("submitit WARNING (2024-01-01 00:01:30,000) - Caught signal SIGUSR2 on vm: this job is preempted.\n"
+                 "slurmstepd-vm: error: *** STEP 4242.0 ON vm CANCELLED AT 2024-01-01T00:01:30 DUE TO JOB REQUEUE ***\n"
+                 "slurmstepd-vm: error: *** JOB 4242 ON vm CANCELLED AT 2024-01-01T00:01:30 DUE TO JOB REQUEUE ***\n"
+                 "submitit WARNING (2024-01-01 00:01:30,000) - Bypassing signal SIGCONT\n"
+                 "srun: got SIGCONT\nsrun: forcing job termination\nsrun: error: vm: task 0: Terminated\n")
 
 
 def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -207,8 +220,8 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
     p, sweep, manifest, out_f, err_f = slurm_run(tmp_path)
     o1, e1 = attempt_text(1)
     o2, e2 = attempt_text(2)
-    out_f.write_text(o1 + o2)
-    err_f.write_text(e1 + "submitit WARNING - Caught signal SIGUSR2 on n1: this job is preempted.\n" + e2)
+    out_f.write_text(o1 + PREEMPTED_OUT + o2)
+    err_f.write_text(e1 + PREEMPTED_ERR + e2)
     append(manifest.run_dir(sweep.runs[0]), {"step": 3, "loss": 1.0}, {"event": "resumed", "step": 3,
                                                                         "checkpoint": "step-000000003"})
     monkeypatch.setattr(L, "_job_state", lambda backend, job: "running")
@@ -217,9 +230,9 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
     text = buf.getvalue()
     assert "# slurm job 4242_0 of run" in text and "attempt 2 of 2 (requeued 1x)" in text
     assert "# --- restart 1: job requeued (preempted or timed out); the trainer resumed at step 3 (step-000000003)" in text
-    assert "attempt 2 stdout line" in text and "attempt 1 stdout line" not in text
+    assert "attempt 2 stdout line" in text and "attempt 1 stdout line" not in text and "stopped at step" not in text
     err = capsys.readouterr().err
-    assert "attempt 2 stderr line" in err and "attempt 1 stderr line" not in err
+    assert "attempt 2 stderr line" in err and "attempt 1 stderr line" not in err and "REQUEUE" not in err
 
     # following: a second requeue appears while we watch, then the job ends
     state = {"s": "running"}
@@ -228,10 +241,12 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
     def cluster() -> None:
         time.sleep(0.5)
         o3, e3 = attempt_text(3)
-        with open(err_f, "a") as fh:
-            fh.write(e3)
         with open(out_f, "a") as fh:
-            fh.write(o3)
+            fh.write(PREEMPTED_OUT + o3)
+        with open(err_f, "a") as fh:
+            fh.write(PREEMPTED_ERR + e3)
+        time.sleep(0.3)
+        append(manifest.run_dir(sweep.runs[0]), {"event": "resumed", "step": 6, "checkpoint": "step-000000006"})
         time.sleep(0.5)
         with open(out_f, "a") as fh:
             fh.write("rougeL 1.00  exact_match 0.00\n")
@@ -244,6 +259,8 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
     t.join()
     text = buf.getvalue()
     assert "# --- restart 2: job requeued" in text
+    assert "# --- the trainer resumed at step 6 (step-000000006)" in text
+    assert "resumed at step 3" not in text.split("# --- restart 2")[1]  # the old resume is not repeated
     assert text.rstrip().endswith("rougeL 1.00  exact_match 0.00") and "attempt 3 stdout line" in text
     assert "attempt 2 stdout line" not in text  # --tail 0: only what came after
 
