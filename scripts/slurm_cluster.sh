@@ -40,6 +40,12 @@ write_conf() {
   mem="$(free -m | awk '/^Mem:/ {print $2}')"
   mem=$(( mem - (mem / 10 > 1024 ? mem / 10 : 1024) ))  # leave the OS 10% (at least 1 GiB)
   (( mem < 512 )) && mem=512
+  # Two free ports, so a cluster left over elsewhere on this machine (another state dir) cannot collide.
+  local ports
+  ports="$(python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')"
   mkdir -p "$STATE"/{state,spool,log,pids,munge}
   cat >"$CONF.tmp" <<EOF
 # Written by scripts/slurm_cluster.sh: a one-node test cluster.
@@ -62,8 +68,8 @@ MaxArraySize=1001
 MinJobAge=300
 ReturnToService=2
 KillWait=30
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=${ports% *}
+SlurmdPort=${ports#* }
 StateSaveLocation=$STATE/state
 SlurmdSpoolDir=$STATE/spool/slurmd-%n
 SlurmctldPidFile=$STATE/pids/slurmctld.pid
