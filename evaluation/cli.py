@@ -17,7 +17,7 @@ from evaluation.baselines import BASELINES, write_baseline
 from evaluation.metrics import HEADLINE_METRICS, METRICS, evaluate
 from evaluation.predictions import Prediction, read_predictions
 from ni.data import TASK_RENAMES, TRACKS, Task, parse_task
-from ni.errors import DataError, TkError
+from ni.errors import ConfigError, DataError, TkError
 from ni.io import write_json
 
 EXIT_USER_ERROR = 2
@@ -28,11 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("baseline", help="write a heuristic baseline's predictions for a test split")
-    b.add_argument("name", choices=sorted(BASELINES))
+    b.add_argument("name", choices=[*sorted(BASELINES), "api"])
     b.add_argument("--data", required=True, type=Path, help="NI data root (tasks/, splits/)")
     b.add_argument("--track", choices=TRACKS, default="default")
     b.add_argument("--max-instances-per-eval-task", type=int, default=None, metavar="N")
     b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--base-url", help="api: OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    b.add_argument("--model", help="api: model name")
+    b.add_argument("--api-key-env", default="OPENAI_API_KEY", help="api: environment variable holding the key")
+    b.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    b.add_argument("--concurrency", type=int, default=4, help="api: requests in flight at most")
+    b.add_argument("--max-retries", type=int, default=6, help="api: retries on 429/5xx (exponential backoff)")
+    b.add_argument("--cache", type=Path, default=None, help="api: response cache (default: OUT.cache.jsonl)")
 
     s = sub.add_parser("score", help="score a predictions file (exact match, ROUGE-1, ROUGE-L)")
     s.add_argument("predictions", type=Path)
@@ -142,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             from evaluation.compare import run_compare
 
             return run_compare(args.a, args.b, args.out, args.seed)
+        if args.command == "baseline" and args.name == "api":
+            from evaluation.api_baseline import ApiSettings, write_api_baseline
+
+            if not args.base_url or not args.model:
+                raise ConfigError("baseline api: --base-url and --model are required")
+            settings = ApiSettings(args.base_url, args.model, args.api_key_env, args.endpoint, args.concurrency,
+                                   args.max_retries)
+            n = write_api_baseline(settings, args.data, args.track, args.out, args.cache,
+                                   args.max_instances_per_eval_task)
+            print(f"wrote {n} api predictions ({args.model}) to {args.out}")
+            return 0
         if args.command == "baseline":
             n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
             print(f"wrote {n} {args.name} predictions to {args.out}")
