@@ -72,7 +72,7 @@ class FakeOpenAI:
                         outer.bodies.append(body)
                     if self.path.endswith("/chat/completions"):
                         prompt = body["messages"][0]["content"]
-                        out = {"choices": [{"message": {"role": "assistant", "content": answer(prompt)}}]}
+                        out: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": answer(prompt)}}]}
                     else:
                         out = {"choices": [{"text": answer(body["prompt"])}]}
                     data = json.dumps(out).encode()
