@@ -64,8 +64,12 @@ def score_run(run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = 
             preds, truncated = read_predictions_lenient(file)
             if not preds:
                 raise DataError(f"{file}: no complete prediction line")
-            cats = _task_categories(run)
-            scores = score_predictions(preds, [cats(p, file) for p in preds], track, xlingual_tokenizer)
+            if all(p.category is not None for p in preds):
+                categories = [str(p.category) for p in preds]
+            else:
+                cats = _task_categories(run)
+                categories = [cats(p, file) for p in preds]
+            scores = score_predictions(preds, categories, track, xlingual_tokenizer)
         except TkError as e:
             run.flags.append(f"predictions unusable: {e}")
             return None

@@ -1,0 +1,95 @@
+"""Report benchmark: 50 runs x 12,000 predictions (120 tasks x 100 instances, synthetic but realistic text).
+
+    python bench/bench_report.py [--runs 50] [--tasks 120] [--instances 100] [--keep DIR]
+
+Times `python -m evaluation report` end to end (scoring every run, all four formats, plots) and again with the
+per-run score cache warm. Target: < 30 s end to end on 2 cores; the cached re-report near-instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluation.metrics import HEADLINE_METRICS  # noqa: E402
+from evaluation.report import run_report  # noqa: E402
+
+WORDS = ["the", "a", "of", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "this", "which", "answer", "question", "title", "yes", "no", "true", "false", "red", "blue", "green", "cat", "dog", "house", "city", "river", "water", "fire", "sentence", "review", "positive", "negative", "neutral", "event", "person", "place", "time", "reason", "because", "therefore", "however", "summary", "translate", "english", "paper", "model", "data"]
+ENCODINGS = ["instruct_input", "pos_2_input", "instruct_pos_2_input", "instruct_pos_2_neg_2_input",
+             "instruct_pos_2_neg_2_explanation_input"]
+
+
+def text(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def make_sweep(root: Path, runs: int, tasks: int, instances: int) -> Path:
+    sweep = root / "bench-sweep"
+    rng = random.Random(0)
+    cats = [c.replace("_", " ").title() for c in HEADLINE_METRICS] + ["Question Answering", "Sentiment Analysis"]
+    task_refs = [[[text(rng, 1, 12) for _ in range(rng.randint(1, 3))] for _ in range(instances)] for _ in range(tasks)]
+    manifest = {"sweep": "bench-sweep", "runs": {}}
+    for r in range(runs):
+        run_id = f"run-{r:03d}"
+        d = sweep / run_id
+        d.mkdir(parents=True)
+        skill = 0.2 + 0.6 * r / max(1, runs - 1)
+        lines = []
+        for t in range(tasks):
+            for i in range(instances):
+                refs = task_refs[t][i]
+                pred = refs[0] if rng.random() < skill * 0.5 else (
+                    " ".join(w if rng.random() < skill else rng.choice(WORDS) for w in refs[0].split()))
+                lines.append(orjson.dumps({
+                    "id": f"task{t:04d}-{i}", "Task": f"task{t:04d}_bench", "Categories": [cats[t % len(cats)]],
+                    "Definition": ["Do the thing."], "Instance": {"id": f"task{t:04d}-{i}", "input": text(rng, 5, 30),
+                                                                  "output": refs},
+                    "prediction": pred}))
+        (d / "predicted_examples.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        (d / "status.json").write_bytes(orjson.dumps({"state": "completed", "wall_seconds": 3600.0 + r,
+                                                      "world_size": 8}))
+        (d / "DONE").write_text("done\n")
+        manifest["runs"][run_id] = {"varied": {"data.train_encoding": ENCODINGS[r % 5] + ("" if r < 25 else "+mix"),
+                                               "data.test_encoding": ENCODINGS[(r // 5) % 5]}}
+    (sweep / "manifest.json").write_bytes(orjson.dumps(manifest))
+    return sweep
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--tasks", type=int, default=120)
+    ap.add_argument("--instances", type=int, default=100)
+    ap.add_argument("--keep", type=Path, default=None, help="build the sweep here and keep it")
+    args = ap.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-report-"))
+    try:
+        t0 = time.perf_counter()
+        sweep = make_sweep(root, args.runs, args.tasks, args.instances)
+        print(f"built {args.runs} runs x {args.tasks * args.instances} predictions in {time.perf_counter() - t0:.1f} s")
+        timings = []
+        for label in ("cold (scores every run)", "cached re-report"):
+            t0 = time.perf_counter()
+            rc = run_report([sweep], sweep / "report", echo=False)
+            timings.append(time.perf_counter() - t0)
+            assert rc == 0
+            print(f"{label}: {timings[-1]:.2f} s")
+        print(f"target < 30 s end to end: {'OK' if timings[0] < 30 else 'MISSED'}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
