@@ -17,7 +17,7 @@ import orjson
 
 from evaluation.bootstrap import paired_diff, task_interval
 from evaluation.metrics import HEADLINE_METRICS, METRICS
-from evaluation.runs import RunInfo, config_differences, discover, read_predictions_lenient
+from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover, read_predictions_lenient
 from evaluation.scorecache import cache_key, file_sha256, load_cached, score_predictions, store_cached
 from ni.errors import DataError, TkError
 from ni.io import write_json
@@ -287,7 +287,7 @@ def run_report(
     if bad:
         raise DataError(f"--format: unknown format '{bad[0]}'", hint=f"Valid formats: {','.join(FORMATS)}.")
     first = Path(paths[0])
-    out = out if out is not None else (first.parent if (first / "DONE").exists() else first) / "report"
+    out = out if out is not None else (first.parent if _is_run_dir(first) else first) / "report"
     report = build_report(paths, seed=seed, baselines=baselines, cache_dir=out)
     written = write_report(report, out, list(formats))
     if echo:
