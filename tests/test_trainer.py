@@ -127,6 +127,11 @@ def test_run_writes_the_run_directory_and_skips_when_done(tmp_path: Path, tiny_m
     assert len(preds) == 4 * 4 and {"id", "Task", "Instance", "prediction", "Definition", "Categories"} <= set(preds[0])
     metrics = orjson.loads((run / "metrics.json").read_bytes())
     assert metrics["num_examples"] == 16 and set(metrics["overall"]) == {"exact_match", "rouge1", "rougeL"}
+    # the kept model is a publishable folder: its card carries the run's metrics (Beaker keeps it as the result)
+    from trainer.export import card_metrics
+
+    card = (run / "model" / "README.md").read_text()
+    assert card_metrics(card)["rougeL"] == metrics["overall"]["rougeL"]
     # again: completed, so skipped
     r = run_trainer("run", "--config", str(cfg))
     assert r.returncode == 0 and "already completed" in r.stdout

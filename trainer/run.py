@@ -12,7 +12,7 @@ from typing import Any
 
 from ni.data import load_split, require_split
 from ni.errors import ConfigError, TkError
-from ni.io import write_json, write_jsonl
+from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
 from trainer.rundir import RunDir
@@ -189,6 +189,11 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
                 write_jsonl(run.path / "predicted_examples.jsonl", prediction_rows(eval_split, preds))
                 metrics = score(eval_split, preds, cfg.data.track)
                 write_json(run.path / "metrics.json", metrics)
+                if (run.path / "model").is_dir():  # RUN/model becomes a publishable folder (and Beaker's result)
+                    from trainer.export import model_card
+
+                    with atomic_open(run.path / "model" / "README.md") as fh:
+                        fh.write(model_card(cfg, run.path, metrics, str(run.path / "model"), None))
                 o = metrics["overall"]
                 print(f"{run.path}: rougeL {o['rougeL']:.2f}  exact_match {o['exact_match']:.2f}  "
                       f"({metrics['num_examples']} examples)")
