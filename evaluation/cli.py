@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from evaluation.baselines import BASELINES, write_baseline
 from evaluation.metrics import HEADLINE_METRICS, METRICS, evaluate
 from evaluation.predictions import Prediction, read_predictions
+from ni.cli_util import run_cli
 from ni.data import TASK_RENAMES, TRACKS, Task, parse_task
-from ni.errors import ConfigError, DataError, TkError
+from ni.errors import ConfigError, DataError
 from ni.io import write_json
-
-EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,40 +136,38 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a user error is one line on stderr and exit code 2 (`ni.cli_util.run_cli`)."""
+    return run_cli(_dispatch, argv)
+
+
+def _dispatch(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "report":
-            from evaluation.report import run_report
+    if args.command == "report":
+        from evaluation.report import run_report
 
-            fmts = [f.strip() for f in args.format.split(",") if f.strip()]
-            return run_report(args.runs, args.out, fmts, args.strict, args.seed, not args.no_baselines)
-        if args.command == "compare":
-            from evaluation.compare import run_compare
+        fmts = [f.strip() for f in args.format.split(",") if f.strip()]
+        return run_report(args.runs, args.out, fmts, args.strict, args.seed, not args.no_baselines)
+    if args.command == "compare":
+        from evaluation.compare import run_compare
 
-            return run_compare(args.a, args.b, args.out, args.seed)
-        if args.command == "baseline" and args.name == "api":
-            from evaluation.api_baseline import ApiSettings, write_api_baseline
+        return run_compare(args.a, args.b, args.out, args.seed)
+    if args.command == "baseline" and args.name == "api":
+        from evaluation.api_baseline import ApiSettings, write_api_baseline
 
-            if not args.base_url or not args.model:
-                raise ConfigError("baseline api: --base-url and --model are required")
-            settings = ApiSettings(args.base_url, args.model, args.api_key_env, args.endpoint, args.concurrency,
-                                   args.max_retries)
-            n = write_api_baseline(settings, args.data, args.track, args.out, args.cache,
-                                   args.max_instances_per_eval_task)
-            print(f"wrote {n} api predictions ({args.model}) to {args.out}")
-            return 0
-        if args.command == "baseline":
-            n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
-            print(f"wrote {n} {args.name} predictions to {args.out}")
-            return 0
-        report = score_file(args.predictions, args.data, args.track, args.xlingual_tokenizer, args.workers)
-        write_json(args.out, report)
-        print_report(report)
-        print(f"wrote metrics to {args.out}")
+        if not args.base_url or not args.model:
+            raise ConfigError("baseline api: --base-url and --model are required")
+        settings = ApiSettings(args.base_url, args.model, args.api_key_env, args.endpoint, args.concurrency,
+                               args.max_retries)
+        n = write_api_baseline(settings, args.data, args.track, args.out, args.cache,
+                               args.max_instances_per_eval_task)
+        print(f"wrote {n} api predictions ({args.model}) to {args.out}")
         return 0
-    except TkError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    if args.command == "baseline":
+        n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
+        print(f"wrote {n} {args.name} predictions to {args.out}")
+        return 0
+    report = score_file(args.predictions, args.data, args.track, args.xlingual_tokenizer, args.workers)
+    write_json(args.out, report)
+    print_report(report)
+    print(f"wrote metrics to {args.out}")
+    return 0
