@@ -136,7 +136,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     t0 = time.time()
     if main:
         run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes,
-                       distributed_type=str(accelerator.distributed_type.value), mixed_precision=mixed)
+                       distributed_type=str(accelerator.distributed_type.value), mixed_precision=mixed,
+                       device=accelerator.device.type)
     try:
         from accelerate.utils import set_seed
 
