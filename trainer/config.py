@@ -25,12 +25,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ApiModelConfig(_Strict):
+    """An OpenAI-compatible endpoint for `name_or_path: baseline:api` (the key is read from `api_key_env`)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    endpoint: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(4, ge=1)
+
+
 class ModelConfig(_Strict):
     name_or_path: str = Field(
         description="Hub name or local path of a seq2seq checkpoint; 'tiny' = a small random T5 built on the "
-        "run's data (cached), for CPU debugging"
+        "run's data (cached), for CPU debugging; 'baseline:copy_demo', 'baseline:copy_input', 'baseline:api' = "
+        "the paper's baselines as runs (predict only)"
     )
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
+    api: ApiModelConfig | None = Field(None, description="the endpoint of baseline:api")
 
 
 class DataConfig(_Strict):
@@ -115,6 +127,11 @@ class RunConfig(_Strict):
     def _something_to_do(self) -> RunConfig:
         if not (self.do_train or self.do_predict):
             raise ValueError("nothing to do: set do_train and/or do_predict")
+        if self.model.name_or_path.startswith("baseline:"):
+            if self.do_train:
+                raise ValueError(f"model.name_or_path {self.model.name_or_path} is a baseline: set do_train: false")
+            if self.model.name_or_path == "baseline:api" and self.model.api is None:
+                raise ValueError("baseline:api needs model.api (base_url, model)")
         return self
 
     def identity(self) -> dict[str, Any]:

@@ -101,6 +101,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     run = RunDir(cfg.output_dir or default_output_dir(cfg))
     cfg = cfg.model_copy(update={"output_dir": str(run.path)})
     root = cfg.data.root or str(_embedded_data())
+    if cfg.model.name_or_path.startswith("baseline:"):
+        return execute_baseline(cfg, run, root, force)
     model_path = resolve_model_path(cfg.model.name_or_path, root)
     model = load_model(model_path)
     mixed = resolve_precision(cfg, model.config.model_type)
@@ -211,6 +213,54 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     finally:
         stop.restore()
         accelerator.end_training()
+
+
+def baseline_predictions(cfg: RunConfig, run: RunDir, split: Any, root: str) -> list[str]:
+    """The paper's baselines (reference.md section 4) on the run's own test instances."""
+    from evaluation.baselines import BASELINES
+
+    kind = cfg.model.name_or_path.removeprefix("baseline:")
+    if kind in BASELINES:
+        return [BASELINES[kind](task, inst) for task, inst in split]
+    if kind != "api":
+        raise ConfigError(f"unknown baseline '{kind}'", hint=f"Valid: {', '.join([*BASELINES, 'api'])}.")
+    from evaluation.api_baseline import ApiSettings, api_rows
+
+    a = cfg.model.api
+    assert a is not None  # the config validator requires it
+    settings = ApiSettings(a.base_url, a.model, a.api_key_env, a.endpoint, a.concurrency)
+    rows = api_rows(settings, root, cfg.data.track, run.path / "api_cache.jsonl",
+                    cfg.data.max_instances_per_eval_task, cfg.logging.progress)
+    by_id = {row["id"]: row["prediction"] for row in rows}
+    missing = [inst.id for _, inst in split if inst.id not in by_id]
+    if missing:
+        raise ConfigError(f"baseline:api: no prediction for {len(missing)} test instance(s), e.g. {missing[0]}",
+                          hint="The API baseline samples capped test sets with seed 42: use seed: 42 or no cap.")
+    return [by_id[inst.id] for _, inst in split]
+
+
+def execute_baseline(cfg: RunConfig, run: RunDir, root: str, force: bool) -> int:
+    """A baseline as a run: same run directory, predictions, metrics and DONE as a model's predict-only run."""
+    if run.claim(cfg, force) == "skip":
+        print(f"{run.path}: already completed (use --force to run again)")
+        return 0
+    t0 = time.time()
+    run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=1, device="cpu")
+    try:
+        split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
+                              seed=cfg.seed)
+        preds = baseline_predictions(cfg, run, split, root)
+        write_jsonl(run.path / "predicted_examples.jsonl", prediction_rows(split, preds))
+        metrics = score(split, preds, cfg.data.track)
+        write_json(run.path / "metrics.json", metrics)
+        print(f"{run.path}: rougeL {metrics['overall']['rougeL']:.2f} ({cfg.model.name_or_path})")
+        run.set_status("completed", wall_seconds=round(time.time() - t0, 1))
+        run.mark_done()
+        return 0
+    except BaseException as e:
+        text = str(e) if isinstance(e, TkError) else "".join(traceback.format_exception_only(type(e), e)).strip()
+        run.set_status("failed", error=text, wall_seconds=round(time.time() - t0, 1))
+        raise
 
 
 def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
