@@ -42,9 +42,20 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     gpus: int = Field(0, ge=0, description="GPUs per node")
     nodes: int = Field(1, ge=1)
+    procs_per_node: int | None = Field(
+        None, ge=1, description="trainer ranks per node; default: one per GPU (one on a CPU-only node)"
+    )
     cpus: int = Field(4, ge=1, description="CPUs per node")
     memory: str = "16G"
     time: str = Field("04:00:00", description="wall-clock limit, HH:MM:SS or D-HH:MM:SS")
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.procs_per_node or self.gpus or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
 
 
 class Container(_Strict):
@@ -267,14 +278,15 @@ def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -
         raw = apply_overrides(base, overrides, source=str(p))
         raw.setdefault("name", spec.name)
         try:
-            cfg = validate_config(raw, f"{p} ({vname or 'run'} {values})")
-        except ConfigError as e:
-            raise ConfigError(str(e)) from None
-        try:
             resources = Resources.model_validate({**spec.resources.model_dump(), **vres})
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"{p}: variant '{vname}': resources.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raw["world_size"] = resources.world_size  # the topology is part of the run (its effective batch)
+        try:
+            cfg = validate_config(raw, f"{p} ({vname or 'run'} {values})")
+        except ConfigError as e:
+            raise ConfigError(str(e)) from None
         run_id = hashlib.sha256(orjson.dumps(cfg.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
         if run_id in seen:
             continue  # two rows that resolve to the same config are one run

@@ -128,6 +128,11 @@ class RunConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
     seed: int = 42
+    world_size: int | None = Field(
+        None, ge=1,
+        description="ranks the launcher planned (nodes x ranks per node); the trainer refuses to start with any "
+        "other count. Part of the run's identity (the effective batch depends on it). None: whatever it is started with",
+    )
     output_dir: str | None = Field(None, description="run directory; the launcher sets it")
 
     @model_validator(mode="after")

@@ -121,6 +121,12 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         log_with=trackers or None,
         project_dir=str(run.path / "tracking"),
     )
+    if cfg.world_size is not None and accelerator.num_processes != cfg.world_size:
+        raise ConfigError(
+            f"{run.path}: world size {accelerator.num_processes}, but the launcher planned {cfg.world_size} "
+            f"(world_size in the run config)",
+            hint=f"Start {cfg.world_size} ranks, e.g. torchrun --nproc_per_node {cfg.world_size} -m trainer run ...",
+        )
     main = accelerator.is_main_process
     if main:
         action = run.claim(cfg, force)
