@@ -11,6 +11,8 @@ SETUP_FLAGS ?=
 SWEEP ?= sweeps/debug.yaml
 BACKEND ?= local
 RUNS ?= runs
+SET ?=
+SETS = $(foreach s,$(SET),--set $(s))
 
 .PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel
 
@@ -49,16 +51,16 @@ demo:  ## end to end on the embedded default data: data, prompts, baselines, sco
 	  || exit 1; \
 	done
 
-sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and report
-	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS)
-	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS)
-	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS)
+sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and report; SET="k=v ..." overrides
+	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS) $(SETS)
+	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS) $(SETS)
+	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS) $(SETS)
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
-	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS)
+	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS) $(SETS)
 
 status pull report cancel:  ## status / pull / report / cancel of SWEEP
-	$(PY) -m launcher $@ $(SWEEP) --runs-root $(RUNS)
+	$(PY) -m launcher $@ $(SWEEP) --runs-root $(RUNS) $(SETS)
 
 clean:  ## remove caches and demo outputs (keeps .venv)
 	rm -rf runs/demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

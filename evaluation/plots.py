@@ -1,4 +1,7 @@
-"""Matplotlib plots of a report (PNG bytes): encoding-matrix heatmap, scaling curves, per-category bars."""
+"""Matplotlib plots of a report (PNG bytes): encoding-matrix heatmap, scaling curves, per-category bars.
+
+Every plot shows configurations, i.e. the mean over replicates (seeds), with their spread: the heatmap writes
+mean ± std (n), curves and bars carry std error bars."""
 
 from __future__ import annotations
 
@@ -31,10 +34,16 @@ def heatmap(pivot: dict[str, Any]) -> bytes:
     ax.set_ylabel(pivot["rows_axis"])
     finite = values[np.isfinite(values)]
     mid = float(finite.mean()) if finite.size else 0.0
+    stds, ns = pivot.get("std"), pivot.get("n")
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                label = f"{values[i, j]:.1f}"
+                if stds and stds[i][j] is not None:
+                    label += f" ± {stds[i][j]:.1f}"
+                if ns and ns[i][j] > 1:
+                    label += f"\n(n={ns[i][j]})"
+                ax.text(j, i, label, ha="center", va="center", fontsize=8,
                         color="white" if values[i, j] < mid else "black")
     fig.colorbar(im, ax=ax, label=pivot["metric"])
     ax.set_title(f"{pivot['metric']}: {pivot['rows_axis']} x {pivot['cols_axis']}")
@@ -48,7 +57,8 @@ def curve(pivot: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(pivot["x"], pivot["y"], marker="o")
+    errs = [s or 0.0 for s in pivot.get("std") or [None] * len(pivot["x"])]
+    ax.errorbar(pivot["x"], pivot["y"], yerr=errs, marker="o", capsize=3)
     if len(pivot["x"]) > 2 and min(pivot["x"]) > 0 and max(pivot["x"]) / min(pivot["x"]) >= 16:
         ax.set_xscale("log")
     ax.set_xlabel(pivot["axis"])
@@ -58,26 +68,30 @@ def curve(pivot: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def category_bars(rows: list[dict[str, Any]], categories: list[str], max_runs: int = 8) -> bytes | None:
+def category_bars(groups: list[dict[str, Any]], categories: list[str], max_groups: int = 8) -> bytes | None:
+    """The headline metric of each category, one bar per configuration (mean over replicates, std error bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    scored = [r for r in rows if r.get("headline")][:max_runs]
+    scored = [g for g in groups if g.get("headline")][:max_groups]
     if not scored or not categories:
         return None
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) + 2), 4))
     width = 0.8 / len(scored)
     x = np.arange(len(categories))
-    for i, r in enumerate(scored):
-        ys = [next((v for k, v in r["headline"].items() if k.endswith(f"_for_{c}")), 0.0) for c in categories]
-        ax.bar(x + i * width - 0.4 + width / 2, ys, width, label=r["run"][-40:])
+    for i, g in enumerate(scored):
+        ys = [next((v for k, v in g["headline"].items() if k.endswith(f"_for_{c}")), 0.0) for c in categories]
+        errs = [next((v for k, v in g.get("headline_std", {}).items() if k.endswith(f"_for_{c}")), 0.0) or 0.0
+                for c in categories]
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, yerr=errs, capsize=2,
+               label=f"{g['name'][-40:]} (n={g['n']})")
     ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("headline metric (EM or ROUGE-L)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
-    ax.set_title("per-category headline metric")
+    ax.set_title("per-category headline metric (mean over replicates)")
     return _png(fig)
 
 
@@ -89,7 +103,7 @@ def report_plots(report: dict[str, Any]) -> dict[str, bytes]:
             out[f"matrix-{i}.png"] = heatmap(p)
         elif p["kind"] == "curve":
             out[f"curve-{p['axis'].replace('.', '_')}.png"] = curve(p)
-    bars = category_bars(report["rows"], report["categories"])
+    bars = category_bars(report["groups"], report["categories"])
     if bars is not None:
         out["categories.png"] = bars
     return out

@@ -15,8 +15,16 @@ from typing import Any
 
 import orjson
 
-from evaluation.bootstrap import paired_diff, task_interval
+from evaluation.bootstrap import task_interval
 from evaluation.metrics import HEADLINE_METRICS, METRICS
+from evaluation.report_groups import (
+    REPLICATE_AXES,
+    best_worst,
+    build_groups,
+    is_ni_test_split,
+    split_axes,
+    versus,
+)
 from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover, read_predictions_lenient
 from evaluation.scorecache import cache_key, file_sha256, load_cached, score_predictions, store_cached
 from ni.errors import DataError, TkError
@@ -96,11 +104,8 @@ def _intervals(scores: dict[str, Any], seed: int) -> dict[str, list[float] | Non
 
 
 def _best_worst(scores: dict[str, Any], k: int = 3) -> dict[str, list[list[Any]]]:
-    per = sorted(
-        ((key.split("_for_", 1)[1], v) for key, v in scores["per_task"].items() if key.startswith("rougeL_for_")),
-        key=lambda tv: (tv[1], tv[0]),
-    )
-    return {"best": [list(x) for x in per[::-1][:k]], "worst": [list(x) for x in per[:k]]}
+    per = {key.split("_for_", 1)[1]: v for key, v in scores["per_task"].items() if key.startswith("rougeL_for_")}
+    return best_worst(per, k)
 
 
 def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, seed: int) -> dict[str, Any]:
@@ -130,9 +135,10 @@ def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, se
     return row
 
 
-def _pivots(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
-    """2-D pivots (the encoding matrix, or any two-axis sweep) and 1-D curves over a single numeric axis."""
-    scored = [r for r in rows if r.get("rougeL") is not None and r["varied"]]
+def _pivots(groups: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    """2-D pivots (the encoding matrix, or any two-axis sweep) and 1-D curves over a single numeric axis, of the
+    configurations' means over replicates (`axes` are the configuration axes, replicate axes left out)."""
+    scored = [g for g in groups if g.get("rougeL") is not None and g["varied"]]
     out: list[dict[str, Any]] = []
     if all(a in axes for a in ENCODING_AXES):
         pair: list[str] | None = list(ENCODING_AXES)
@@ -142,28 +148,23 @@ def _pivots(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]
         pair = None
     if pair is not None:
         rk, ck = pair
-        rvals = list(dict.fromkeys(r["varied"].get(rk) for r in scored))
-        cvals = list(dict.fromkeys(r["varied"].get(ck) for r in scored))
-        cells: dict[str, dict[str, list[float]]] = {}
-        for r in scored:
-            cells.setdefault(str(r["varied"].get(rk)), {}).setdefault(str(r["varied"].get(ck)), []).append(r["rougeL"])
-        matrix = [
-            [round(sum(v) / len(v), 4) if (v := cells.get(str(a), {}).get(str(b))) else None for b in cvals]
-            for a in rvals
-        ]
+        rvals = list(dict.fromkeys(g["varied"].get(rk) for g in scored))
+        cvals = list(dict.fromkeys(g["varied"].get(ck) for g in scored))
+        cells = {(str(g["varied"].get(rk)), str(g["varied"].get(ck))): g for g in scored}
+        grid = [[cells.get((str(a), str(b))) for b in cvals] for a in rvals]
         out.append({"kind": "matrix", "rows_axis": rk, "cols_axis": ck, "rows": [str(v) for v in rvals],
-                    "cols": [str(v) for v in cvals], "values": matrix, "metric": "rougeL"})
+                    "cols": [str(v) for v in cvals], "metric": "rougeL",
+                    "values": [[g["rougeL"] if g else None for g in row] for row in grid],
+                    "std": [[g["rougeL_std"] if g else None for g in row] for row in grid],
+                    "n": [[g["n"] if g else 0 for g in row] for row in grid]})
     for ax in axes:
-        others = [a for a in axes if a != ax and a != "seed"]
-        vals = [r["varied"].get(ax) for r in scored]
-        if others or not vals or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        vals = [g["varied"].get(ax) for g in scored]
+        if len(axes) > 1 or not vals or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
             continue
-        points: dict[float, list[float]] = {}
-        for r in scored:
-            points.setdefault(r["varied"][ax], []).append(r["rougeL"])
-        xs = sorted(points)
-        out.append({"kind": "curve", "axis": ax, "x": xs,
-                    "y": [round(sum(points[x]) / len(points[x]), 4) for x in xs], "metric": "rougeL"})
+        points = sorted(scored, key=lambda g: g["varied"][ax])
+        out.append({"kind": "curve", "axis": ax, "x": [g["varied"][ax] for g in points],
+                    "y": [g["rougeL"] for g in points], "std": [g["rougeL_std"] for g in points],
+                    "n": [g["n"] for g in points], "metric": "rougeL"})
     return out
 
 
@@ -179,27 +180,56 @@ def _baseline_scores(roots: set[tuple[str, str, int | None]], cache_dir: Path | 
             cache = orjson.loads(cache_file.read_bytes())
         except orjson.JSONDecodeError:
             cache = {}
-    out = []
+    out: list[dict[str, Any]] = []
     for root, track, cap in sorted(roots, key=repr):
         for name in sorted(BASELINES):
             try:
                 rows = list(baseline_rows(name, root, track, cap))
             except TkError as e:
-                out.append({"name": name, "data": root, "track": track, "error": str(e)})
+                out.append({"name": name, "data": root, "track": track, "cap": cap, "error": str(e)})
                 continue
             blob = orjson.dumps([[r["Task"], r["prediction"], r["Instance"]["output"], r["Categories"]] for r in rows])
             key = cache_key(hashlib.sha256(blob).hexdigest(), track, name)
-            if key not in cache:
+            if "task_stats" not in cache.get(key, {}):
                 preds = [parse_line(Path(f"<{name}>"), i, r) for i, r in enumerate(rows, 1)]
                 s = score_predictions(preds, [p.category or "" for p in preds], track)
-                cache[key] = {k: s[k] for k in ("overall", "headline", "num_examples")}
+                cache[key] = {k: s[k] for k in ("overall", "headline", "num_examples", "task_stats")}
             s = cache[key]
-            out.append({"name": name, "data": root, "track": track, "rougeL": s["overall"]["rougeL"],
+            out.append({"name": name, "data": root, "track": track, "cap": cap, "rougeL": s["overall"]["rougeL"],
                         "exact_match": s["overall"]["exact_match"], "headline": s["headline"],
-                        "num_examples": s["num_examples"]})
+                        "num_examples": s["num_examples"],
+                        "task_stats": {t: (v["sums"]["rougeL"], v["n"]) for t, v in s["task_stats"].items()}})
     if cache_file is not None:
         write_json(cache_file, cache)
     return out
+
+
+def _test_data(run: RunInfo) -> tuple[str, str, int | None] | None:
+    """(data root, track, instances per test task) a run was tested on; the embedded default data when its config
+    names no root. None for a directory without a config (e.g. predictions written by hand)."""
+    if not run.config:
+        return None
+    root = run.data_setting("root")
+    if root is None:
+        from ni.synthetic import ensure_default_data
+
+        root = str(ensure_default_data())
+    return str(root), str(run.data_setting("track", "default")), run.data_setting("max_instances_per_eval_task")
+
+
+def _data_summary(runs: list[RunInfo], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the runs were tested on: per data root and track, the test tasks and instances the runs scored."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for run, row in zip(runs, rows, strict=True):
+        data = _test_data(run)
+        root, track = (data[0], data[1]) if data else ("(unknown: no config.yaml)", str(row["track"]))
+        entry = out.setdefault((root, track), {"root": root, "track": track, "tasks": set(), "instances": set(),
+                                               "embedded": bool(run.config) and run.data_setting("root") is None})
+        entry["tasks"].update(row.get("per_task") or {})
+        if row.get("num_examples"):
+            entry["instances"].add(row["num_examples"])
+    return [{**e, "tasks": len(e["tasks"]), "task_names": sorted(e["tasks"]), "instances": sorted(e["instances"]),
+             "ni_test_split": is_ni_test_split(e["tasks"], e["track"])} for e in out.values()]
 
 
 def build_report(
@@ -209,6 +239,7 @@ def build_report(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     xlingual_tokenizer: Any = "gpt2",
+    replicate_axes: Sequence[str] = REPLICATE_AXES,
 ) -> dict[str, Any]:
     t0 = time.time()
     runs = discover([Path(p) for p in paths])
@@ -224,51 +255,59 @@ def build_report(
     axes: list[str] = []
     for row in rows:
         axes += [k for k in row["varied"] if k not in axes]
+    config_axes, rep_axes = split_axes(axes, replicate_axes)
+    groups = build_groups(rows, {n: s["task_stats"] if s else None for n, s in scores.items()}, config_axes,
+                          rep_axes, seed)
     categories = sorted({k.split("_for_", 1)[1] for row in rows for k in row.get("headline", {})})
     tasks = sorted({t for row in rows for t in row.get("per_task", {})})
-    scored = sorted((r for r in rows if r.get("rougeL") is not None), key=lambda r: -r["rougeL"])
+    ranked = sorted((g for g in groups if g["rougeL"] is not None), key=lambda g: -g["rougeL"])
     comparison = None
-    if len(scored) >= 2:
-        a, b = scored[0], scored[1]
-        d = paired_diff(_task_pairs(scores[a["run"]]), _task_pairs(scores[b["run"]]), seed=seed)
+    if len(ranked) >= 2:
+        a, b = ranked[0], ranked[1]
+        d = versus(a, b["task_stats"], seed)
         if d is not None:
-            comparison = {"a": a["run"], "b": b["run"], "metric": "rougeL", "diff": d.diff, "ci": [d.low, d.high],
-                          "tasks": d.tasks, "significant": d.significant}
-    roots = {
-        (str(root), str(r.data_setting("track", "default")), r.data_setting("max_instances_per_eval_task"))
-        for r in runs
-        if r.config and (root := r.data_setting("root")) is not None
-    }
-    tracks = sorted({str(row["track"]) for row in rows})
+            comparison = {"a": a["name"], "b": b["name"], "metric": "rougeL", **d}
+    data = _data_summary(runs, rows)
+    tested = {t for r in runs if (t := _test_data(r)) is not None}
+    refs = _baseline_scores(tested, cache_dir) if baselines else []
+    group_data = {g["name"]: {_test_data(r) for r in runs if r.name in g["runs"]} for g in groups}
+    for g in groups:
+        g["vs_baselines"] = {
+            b["name"]: versus(g, b["task_stats"], seed)
+            for b in refs if "task_stats" in b and (b["data"], b["track"], b["cap"]) in group_data[g["name"]]
+        }
+    tracks = sorted({d["track"] for d in data if d["ni_test_split"]})
     published = [
         {"name": n, "track": t, "rougeL": v, "source": "published (reference.md §7)"}
         for n, en, xl in PUBLISHED
         for t, v in (("default", en), ("xlingual", xl))
         if v is not None and t in tracks
     ]
+    for g in groups:
+        g["task_stats"] = {t: list(v) for t, v in g["task_stats"].items()}
+    for b in refs:
+        b.pop("task_stats", None)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "paths": [str(p) for p in paths],
         "seed": seed,
         "axes": axes,
+        "config_axes": config_axes,
+        "replicate_axes": rep_axes,
+        "data": data,
         "categories": categories,
         "headline_metric": {c: HEADLINE_METRICS[c] for c in categories if c in HEADLINE_METRICS},
         "rows": rows,
+        "groups": groups,
         "tasks": tasks,
-        "pivots": _pivots(rows, axes),
+        "pivots": _pivots(groups, config_axes),
         "comparison": comparison,
-        "baselines": _baseline_scores(roots, cache_dir) if baselines else [],
+        "baselines": refs,
         "published": published,
         "problems": [{"run": r["run"], "state": r["state"], "flags": r["flags"]} for r in rows if not r["ok"]],
         "seconds": round(time.time() - t0, 3),
         "metrics": list(METRICS),
     }
-
-
-def _task_pairs(scores: dict[str, Any] | None, metric: str = "rougeL") -> dict[str, tuple[float, int]]:
-    if scores is None:
-        return {}
-    return {t: (s["sums"][metric], s["n"]) for t, s in scores["task_stats"].items()}
 
 
 def run_report(
@@ -279,6 +318,7 @@ def run_report(
     seed: int = 0,
     baselines: bool = True,
     echo: bool = True,
+    replicate_axes: Sequence[str] = REPLICATE_AXES,
 ) -> int:
     """Build, write and print a report; the exit status is 1 under `strict` when a run needs attention."""
     from evaluation.report_render import FORMATS, to_markdown, write_report
@@ -288,7 +328,7 @@ def run_report(
         raise DataError(f"--format: unknown format '{bad[0]}'", hint=f"Valid formats: {','.join(FORMATS)}.")
     first = Path(paths[0])
     out = out if out is not None else (first.parent if _is_run_dir(first) else first) / "report"
-    report = build_report(paths, seed=seed, baselines=baselines, cache_dir=out)
+    report = build_report(paths, seed=seed, baselines=baselines, cache_dir=out, replicate_axes=replicate_axes)
     written = write_report(report, out, list(formats))
     if echo:
         print(to_markdown(report))

@@ -99,14 +99,13 @@ def test_golden_report_numbers_equal_evaluation_score(encoding_sweep: Path, tmp_
                                  "data.test_encoding": row["varied"]["data.test_encoding"]}
         lo, hi = row["ci"]["rougeL"]
         assert lo <= row["rougeL"] <= hi
-    # the encoding matrix, the computed baselines (equal to the runs that are those baselines) and §7's numbers
+    # the encoding matrix, the computed baselines (equal to the runs that are those baselines), no §7 numbers
     (matrix,) = [p for p in report["pivots"] if p["kind"] == "matrix"]
     assert matrix["rows_axis"] == "data.train_encoding" and matrix["cols"] == ["instruct_input", "pos_2_input"]
     assert matrix["values"][0] == [report["rows"][0]["rougeL"], report["rows"][1]["rougeL"]]
     base = {b["name"]: b["rougeL"] for b in report["baselines"]}
     assert base == {"copy_input": report["rows"][0]["rougeL"], "copy_demo": report["rows"][1]["rougeL"]}
-    assert {"name": "Tk-Instruct 3B (def + 2 pos)", "track": "default", "rougeL": 54.33,
-            "source": "published (reference.md §7)"} in report["published"]
+    assert report["published"] == []  # synthetic test tasks: the paper's numbers are not comparable
     csv_lines = (out / "runs.csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("run,data.train_encoding,data.test_encoding,state")
 
