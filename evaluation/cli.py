@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true", help="exit 1 when a run failed, is missing, running or truncated")
     r.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     r.add_argument("--no-baselines", action="store_true", help="skip the heuristic baselines on the runs' test data")
+    r.add_argument("--replicates", default="seed", metavar="AXES",
+                   help="comma-separated varied keys whose values are replicates, aggregated as mean/std/n "
+                        "(default: seed; '' for none)")
 
     c = sub.add_parser("compare", help="per-task and per-category differences of two runs or two sweeps")
     c.add_argument("a", type=Path)
@@ -146,7 +149,9 @@ def _dispatch(argv: list[str] | None) -> int:
         from evaluation.report import run_report
 
         fmts = [f.strip() for f in args.format.split(",") if f.strip()]
-        return run_report(args.runs, args.out, fmts, args.strict, args.seed, not args.no_baselines)
+        reps = [a.strip() for a in args.replicates.split(",") if a.strip()]
+        return run_report(args.runs, args.out, fmts, args.strict, args.seed, not args.no_baselines,
+                          replicate_axes=reps)
     if args.command == "compare":
         from evaluation.compare import run_compare
 

@@ -39,12 +39,14 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table()
     for c in columns:
         table.add_column(c)
     for r in rows:
         table.add_row(*[("" if v is None else str(v)) for v in r])
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(title, style="bold", highlight=False)  # on its own line, not centred over the table
+    console.print(table)
 
 
 def _varied_columns(sweep: Sweep) -> list[str]:
@@ -189,11 +191,13 @@ class _LiveView:
         self.live: Any = None
 
     def render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         from launcher.manifest import _last_step
 
-        table = Table(title=f"{self.sweep.name}: local runs")
+        table = Table()
         for c in ("run id", "varied", "state", "step"):
             table.add_column(c)
         for run in self.sweep.runs:
@@ -201,7 +205,7 @@ class _LiveView:
             state = "completed" if (d / "DONE").is_file() else (
                 orjson.loads((d / "status.json").read_bytes()).get("state", "") if (d / "status.json").is_file() else "")
             table.add_row(run.run_id, str(run.varied), state, str(_last_step(d)))
-        return table
+        return Group(Text(f"{self.sweep.name}: local runs", style="bold"), table)  # the title on a line of its own
 
     def refresh(self) -> None:
         if self.live is not None:

@@ -5,6 +5,7 @@ baselines' predictions (no training here)."""
 
 from __future__ import annotations
 
+import io
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,11 @@ def test_any_axis_can_be_a_replicate_and_curves_show_the_spread(data_root: Path,
     plain = build_report([sweep], baselines=False)
     assert len(plain["groups"]) == 4 and [p["kind"] for p in plain["pivots"]] == ["matrix"]  # two axes: no curve
     report = build_report([sweep], baselines=False, replicate_axes=["seed", "data.order"])
+    from evaluation.cli import main as evaluation_main
+
+    assert evaluation_main(["report", str(sweep), "--out", str(tmp_path / "rep"), "--format", "json",
+                            "--no-baselines", "--replicates", "seed,data.order"]) == 0
+    assert orjson.loads((tmp_path / "rep" / "report.json").read_bytes())["pivots"] == report["pivots"]
     (curve,) = report["pivots"]
     assert curve["kind"] == "curve" and curve["x"] == [8, 64] and curve["n"] == [2, 2]
     assert curve["std"][0] > 0 and curve["y"][0] == report["groups"][1]["rougeL"]  # 8 sorts before 64
@@ -199,3 +205,19 @@ def test_gpu_debug_sweep_plans_one_bf16_gpu_run_per_encoding_on_the_users_data(t
         assert r.returncode == 0, r.stderr
         assert expect in r.stdout and "debug-gpu: 2 runs" in r.stdout
     assert not (tmp_path / "local").exists()  # a plan writes nothing
+
+
+def test_local_live_view_and_status_tables_start_on_their_own_line(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from launcher.cli import _LiveView
+    from launcher.manifest import Manifest
+
+    sweep = load_sweep(REPO / "sweeps" / "debug.yaml")
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(_LiveView(sweep, Manifest(tmp_path, sweep)).render())
+    lines = console.export_text().splitlines()
+    assert lines[0] == "debug: local runs" and lines[1].startswith("┏")
+    r = subprocess.run([sys.executable, "-m", "launcher", "status", "sweeps/debug.yaml", "--runs-root", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "debug: status", r.stdout[:300]
