@@ -95,9 +95,40 @@ def category_bars(groups: list[dict[str, Any]], categories: list[str], max_group
     return _png(fig)
 
 
+def configurations(groups: list[dict[str, Any]], baselines: list[dict[str, Any]], max_groups: int = 12) -> bytes | None:
+    """ROUGE-L of each configuration (mean over replicates, 95% task interval pooled over them) against the
+    heuristic baselines scored on the same test data (dashed lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [g for g in groups if g.get("rougeL") is not None][:max_groups]
+    if not scored:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(scored) + 3), 3.8))
+    ys = [g["rougeL"] for g in scored]
+    cis = [(g.get("ci") or {}).get("rougeL") or [y, y] for g, y in zip(scored, ys, strict=True)]
+    err = [[y - lo for y, (lo, _) in zip(ys, cis, strict=True)], [hi - y for y, (_, hi) in zip(ys, cis, strict=True)]]
+    ax.bar(range(len(scored)), ys, yerr=err, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(scored)), [f"{g['name'][-38:]}\n(n={g['n']})" for g in scored], rotation=20, ha="right",
+                  fontsize=8)
+    for i, b in enumerate(r for r in baselines if r.get("rougeL") is not None):
+        ax.axhline(b["rougeL"], ls="--", lw=1.2, color=f"C{i + 1}", label=f"{b['name']} {b['rougeL']:.1f}")
+    if any(r.get("rougeL") is not None for r in baselines):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1), title="same test data", title_fontsize=8)
+    ax.set_ylabel("ROUGE-L")
+    ax.set_title("configurations (mean, 95% task interval) vs heuristic baselines")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
 def report_plots(report: dict[str, Any]) -> dict[str, bytes]:
     """{file name: PNG bytes} for every plot the report calls for."""
     out: dict[str, bytes] = {}
+    overview = configurations(report["groups"], report["baselines"])
+    if overview is not None:
+        out["configurations.png"] = overview
     for i, p in enumerate(report["pivots"]):
         if p["kind"] == "matrix":
             out[f"matrix-{i}.png"] = heatmap(p)

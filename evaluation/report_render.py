@@ -78,8 +78,8 @@ def group_columns(report: dict[str, Any]) -> list[str]:
 
 
 def group_cells(report: dict[str, Any], g: dict[str, Any]) -> list[str]:
-    reps = ", ".join("/".join(str(v) for v in r.values()) for r in g["replicates"] if any(
-        v is not None for v in r.values()))
+    reps = ", ".join(sorted(("/".join(str(v) for v in r.values()) for r in g["replicates"]
+                             if any(v is not None for v in r.values())), key=lambda s: (len(s), s)))
     state = "ok" if g["ok"] else ", ".join(g["states"]) + " (!)"
     return [g["name"], *[_num(g["varied"].get(a)) for a in report["config_axes"]],
             f"{g['n']}" + (f" ({reps})" if reps else ""), _pm(g["rougeL"], g["rougeL_std"]),
@@ -111,7 +111,9 @@ def _md_table(columns: list[str], rows: list[list[str]]) -> str:
 def _title(report: dict[str, Any]) -> str:
     n, g = len(report["rows"]), len(report["groups"])
     reps = "/".join(_short(a) for a in report["replicate_axes"])
-    return f"ROUGE-L report ({n} runs" + (f", {g} configurations x {reps}s)" if reps else ")")
+    counts = sorted({x["n"] for x in report["groups"]})
+    per = "/".join(map(str, counts)) or "0"
+    return f"ROUGE-L report ({n} runs" + (f": {g} configurations x {per} {reps}s)" if reps else ")")
 
 
 def _intro(report: dict[str, Any]) -> str:
@@ -221,7 +223,7 @@ def tasks_csv(report: dict[str, Any]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 24px}
 th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}
-#runs td:last-child,#groups td:last-child{text-align:left}th{background:#f2f2f2;cursor:pointer}tr.bad td{background:#fff1f0}.flag{color:#b00;text-align:left}
+#runs td:last-child,#groups td:last-child,#bestworst td{text-align:left}th{background:#f2f2f2;cursor:pointer}tr.bad td{background:#fff1f0}.flag{color:#b00;text-align:left}
 .pub{color:#666;font-style:italic}summary{cursor:pointer;font-weight:600;margin:12px 0}img{max-width:100%;border:1px solid #eee;margin:6px}"""
 _JS = """
 function sortTable(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),

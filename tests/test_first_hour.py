@@ -114,7 +114,7 @@ def test_every_output_format_aggregates_and_keeps_the_seeds(seeded: Path, tmp_pa
     page = (out / "report.html").read_text()
     assert page.count('data-group="') == 2 and 'data-n="2"' in page
     assert '<details id="per-run">' in page and page.count('data-run="') == 4
-    assert (out / "categories.png").is_file()
+    assert (out / "categories.png").is_file() and (out / "configurations.png").is_file()
 
 
 def test_baselines_use_the_runs_own_test_data_even_the_embedded_default(

@@ -210,6 +210,7 @@ def test_html_report_renders_in_headless_chromium(encoding_sweep: Path, data_roo
     assert evaluation_main(["report", str(sweep), "--out", str(out), "--format", "html"]) == 0
     html = out / "report.html"
     assert (out / "matrix-0.png").is_file() and (out / "categories.png").is_file()
+    assert (out / "configurations.png").is_file()
     assert "src=\"data:image/png;base64," in html.read_text() and "<link" not in html.read_text()
     artifacts = Path(os.environ.get("TK_TEST_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def test_html_report_renders_in_headless_chromium(encoding_sweep: Path, data_roo
                        capture_output=True, timeout=120, check=True)
     page = dom.stdout
     assert 'data-images-ok="true"' in page, page[:500]
-    assert 'data-images-total="2"' in page
+    assert 'data-images-total="3"' in page  # configurations vs baselines, the matrix, the categories
     for run in ("r0", "r1", "r2", "r3", "r9"):
         assert f'data-run="{run}"' in page
     assert 'data-state="failed"' in page
