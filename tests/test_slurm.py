@@ -25,6 +25,7 @@ from submitit.core.utils import DelayedSubmission
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
 from launcher.sweep import Sweep, load_sweep
+from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,10 +142,10 @@ backend: {slurm: {partition: gpu}}
     assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text
     check_golden(rendered, root, "multinode")
     job = be.job_callable(sweep, specs[0].run.resources, specs)
-    argv = job.argv("/r/launch.yaml", python="/py", node_rank=1, master="node-a")
+    argv = job.argv("/r/launch.yaml", python="/py", node_rank=1, rdzv=Rendezvous("node-a", 23456))
     assert argv == ["/py", "-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=4",
-                    "--master_addr=node-a", "--master_port=29500", "-m", "trainer", "run", "--config",
-                    "/r/launch.yaml"]
+                    "--master_addr=node-a", "--master_port=23456", f"--signals_to_handle={FORWARDED_SIGNALS}",
+                    f"--shutdown_timeout={SHUTDOWN_GRACE_S}", "-m", "trainer", "run", "--config", "/r/launch.yaml"]
 
 
 def test_metacharacters_stay_one_argument(tmp_path: Path) -> None:
