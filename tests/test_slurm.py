@@ -473,32 +473,63 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
 
 
+def _assert_one_complete_run(run_dir: Path, world_size: int, logs: str) -> None:
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "completed" and status["world_size"] == world_size, f"{status}\n{logs}"
+    rows = (run_dir / "predicted_examples.jsonl").read_text().splitlines()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(rows) == metrics["num_examples"] > 0 and (run_dir / "DONE").is_file()
+    assert len({json.loads(r)["id"] for r in rows}) == len(rows)
+
+
 @slurm
+@pytest.mark.slow
+def test_cluster_two_gpus_train_as_world_size_two(tmp_path: Path, cluster: None) -> None:
+    """gpus: 2 on one node -> --gpus-per-node=2 scheduled on the cluster's stand-in GPUs, one task running a
+    torch.distributed.run agent with 2 ranks (gloo on CPU here): one run of world size 2."""
+    _prebuild_tiny_model()
+    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {gpus: 2, cpus: 1,")
+    sweep = make_sweep(tmp_path, "name: twogpu\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
+    root = tmp_path / "runs"
+    (spec,) = specs_for(sweep, root)
+    write_launch([spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(sweep, [spec])
+    states = _wait(be, [job], timeout=420)
+    print(f"gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
+    logs = _logs(root / "twogpu" / ".submitit")
+    assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
+    assert "--nproc_per_node=2" in logs and "--master_addr=127.0.0.1" in logs
+    _assert_one_complete_run(spec.run_dir, 2, logs)
+
+
+@slurm
+@pytest.mark.slow
 def test_cluster_two_nodes_train_as_one_run(tmp_path: Path, two_node_cluster: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """nodes: 2 -> one SLURM job of two tasks, each a torch.distributed.run agent (node rank from SLURM_NODEID,
-    rendezvous at the first node's NodeAddr): one run of world size 2, one complete predictions file."""
+    """nodes: 2, gpus: 2 -> one SLURM job of two tasks, each a torch.distributed.run agent of 2 ranks (node rank
+    from SLURM_NODEID, rendezvous at the first node's NodeAddr): one run of world size 4, one predictions file."""
     monkeypatch.setenv("SLURM_CONF", two_node_cluster)
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()
     assert sorted(nodes) == ["n1", "n2"]
     _prebuild_tiny_model()
-    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, cpus: 1,")
+    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twonode\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
     root = tmp_path / "runs"
     (spec,) = specs_for(sweep, root)
     write_launch([spec])
     be = SlurmBackend()
+    t0 = time.time()
     (job,) = be.submit(sweep, [spec])
-    states = _wait(be, [job], timeout=420)
+    states = _wait(be, [job], timeout=600)
+    print(f"nodes: 2 x gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
     logs = _logs(root / "twonode" / ".submitit")
     assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
-    status = json.loads((spec.run_dir / "status.json").read_text())
-    assert status["state"] == "completed" and status["world_size"] == 2, status
     assert "--nnodes=2" in logs and "--node_rank=0" in logs and "--node_rank=1" in logs
+    assert "--nproc_per_node=2" in logs
     assert "--master_addr=127.0.0.1" in logs  # n1's NodeAddr, not its name (which resolves nowhere)
-    rows = (spec.run_dir / "predicted_examples.jsonl").read_text().splitlines()
-    metrics = json.loads((spec.run_dir / "metrics.json").read_text())
-    assert len(rows) == metrics["num_examples"] > 0 and (spec.run_dir / "DONE").is_file()
+    _assert_one_complete_run(spec.run_dir, 4, logs)
 
 
 def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: pytest.MonkeyPatch) -> None:
