@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import IO
 
 from launcher.backends.base import Job, JobState, RunSpec, shell_join
 from launcher.sweep import Container, Sweep
@@ -168,16 +169,14 @@ class LocalBackend:
         """Start the run's node agents in one process group (node 0's pid is the job) and wait for all of them."""
         topo = Topology.of(spec.run.resources)
         log = open(spec.run_dir / "launcher.log", "ab")  # noqa: SIM115 -- closed below
-        procs: list[subprocess.Popen[bytes]] = []
         try:
-            for rank, argv in enumerate(self.commands(sweep, spec, gpus)):
+            envs = []
+            for rank in range(topo.nodes):
                 env = dict(os.environ)
                 if pin:  # this node's GPUs only ("" for a CPU run on a GPU machine)
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(node_gpus(gpus, topo, rank))
-                # a process group of its own (out of the terminal's: Ctrl-C reaches the launcher only), which the
-                # other nodes' agents join, so one killpg reaches every agent of the run
-                group = procs[0].pid if procs else 0
-                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=group))
+                envs.append(env)
+            procs = start_agents(self.commands(sweep, spec, gpus), envs, log)
             job = Job(spec.run.run_id, f"local-{procs[0].pid}")
             with lock:
                 self.procs[spec.run.run_id] = procs
@@ -214,6 +213,17 @@ class LocalBackend:
                 proc.wait(timeout=180)  # the agents give their ranks SHUTDOWN_GRACE_S to checkpoint
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def start_agents(argvs: Sequence[list[str]], envs: Sequence[dict[str, str]], log: IO[bytes]) -> list[
+        subprocess.Popen[bytes]]:
+    """Start a run's node agents in one process group of their own (out of the terminal's: Ctrl-C reaches the
+    launcher only), so one killpg of the first one's pid reaches every agent of the run."""
+    procs: list[subprocess.Popen[bytes]] = []
+    for argv, env in zip(argvs, envs, strict=True):
+        group = procs[0].pid if procs else 0
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=group))
+    return procs
 
 
 def run_gpus(spec: RunSpec) -> int:
