@@ -12,7 +12,7 @@ SWEEP ?= sweeps/debug.yaml
 BACKEND ?= local
 RUNS ?= runs
 
-.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel
+.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel rehearse
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and
 	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS)
 	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS)
 	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS)
+
+LIMIT ?=
+rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, CPU ranks: checkpoint, resume, predict
+	$(PY) -m launcher rehearse $(SWEEP) $(if $(LIMIT),--limit $(LIMIT),) --runs-root $(RUNS)-rehearsal
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
 	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS)

@@ -230,7 +230,7 @@ def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit {args.limit}: rehearse at least one run", hint="For example: --limit 2.")
-    return rehearse(sweep, args.runs_root, backend=args.backend, limit=args.limit, timeout_s=args.timeout)
+    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout)
 
 
 COMMANDS = {"plan": cmd_plan, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
@@ -257,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "status":
             s.add_argument("--strict", action="store_true", help="exit 1 if a run failed or was lost")
         if name == "rehearse":
-            s.add_argument("--backend", default="local", choices=("local", "slurm"))
+            s.add_argument("--backend", default="local", choices=("local",), help="where the ranks run (this machine)")
             s.add_argument("--limit", type=int, default=None, metavar="N", help="rehearse the first N runs only")
             s.add_argument("--timeout", type=float, default=900, help="seconds each attempt of a run may take")
         if name == "logs":

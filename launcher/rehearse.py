@@ -220,27 +220,21 @@ def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
     return specs
 
 
-def rehearse(sweep: Sweep, root: Path, backend: str = "local", limit: int | None = None,
-             timeout_s: float = 900) -> int:
+def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900) -> int:
     specs = prepare(sweep, root, limit)
     print(f"{sweep.name}: rehearsing {len(specs)} of {len(sweep.runs)} runs (tiny model, embedded data, {STEPS} steps, "
           f"CPU/gloo) in {root / sweep.name}", flush=True)
     _build_tiny_model()
     results = []
-    if backend == "slurm":
-        from launcher.rehearse_slurm import rehearse_on_slurm
-
-        results = rehearse_on_slurm(sweep, specs, timeout_s)
-    else:
-        runner = LocalRehearsal(sweep, timeout_s)
-        for spec in specs:
-            result = Result(spec.run)
-            t0 = time.time()
-            runner.rehearse(spec, result)
-            check_run(spec, result)
-            result.facts["seconds"] = time.time() - t0
-            print(result.line(), flush=True)
-            results.append(result)
+    runner = LocalRehearsal(sweep, timeout_s)
+    for spec in specs:
+        result = Result(spec.run)
+        t0 = time.time()
+        runner.rehearse(spec, result)
+        check_run(spec, result)
+        result.facts["seconds"] = time.time() - t0
+        print(result.line(), flush=True)
+        results.append(result)
     failed = [r for r in results if not r.ok]
     print(f"{sweep.name}: {len(results) - len(failed)} of {len(results)} runs rehearsed ok"
           + (f"; failed: {', '.join(r.run.run_id for r in failed)}" if failed else ""))

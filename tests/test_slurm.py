@@ -554,3 +554,44 @@ def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: 
     with pytest.raises(ConfigError, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
         S._squeue(["squeue", "-j", "8"])
     assert len(calls) == 3
+
+
+def test_slurm_escape_hatches(tmp_path: Path) -> None:
+    """signal_delay_s (USR2 before the limit, and the ranks' grace), wckey, --gres for clusters without cons_tres,
+    and more #SBATCH options through additional_parameters."""
+    sweep = make_sweep(tmp_path, """name: hatches
+resources: {gpus: 4, cpus: 8, memory: 32G, time: "01:00:00"}
+backend:
+  slurm:
+    signal_delay_s: 300
+    wckey: tk
+    gres_style: gres
+    additional_parameters: {exclusive: true, exclude: "node[1-2]", mail_type: END}
+""")
+    specs = specs_for(sweep, tmp_path / "runs")
+    be = SlurmBackend()
+    text = be.render(sweep, specs)["sbatch-0.sh"]
+    for line in ("#SBATCH --signal=USR2@300", "#SBATCH --wckey=tk", "#SBATCH --gres=gpu:4", "#SBATCH --exclusive",
+                 "#SBATCH --exclude='node[1-2]'", "#SBATCH --mail-type=END"):
+        assert line in text, line
+    assert "--gpus-per-node" not in text
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    assert "--shutdown_timeout=300" in job.argv("/r/l.yaml", rdzv=Rendezvous("h", 1))
+    default = make_sweep(tmp_path, "name: d\nresources: {gpus: 4}\n", "d.yaml")
+    text = be.render(default, specs_for(default, tmp_path / "runs"))["sbatch-0.sh"]
+    assert "#SBATCH --signal=USR2@120" in text and "#SBATCH --gpus-per-node=4" in text and "--wckey=''" in text
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("additional_parameters: {Bad Key: 1}", "not an sbatch option name"),
+    ("additional_parameters: {nodes: 3}", "'nodes' is set by the launcher"),
+    ("gres_style: tres", "gres_style"),
+    ("signal_delay_s: 1", "signal_delay_s"),
+    ("wkey: x", "unknown key 'backend.slurm.wkey'"),
+])
+def test_slurm_settings_rejected_with_file_and_line(tmp_path: Path, text: str, needle: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nbase: {TINY}\nbackend:\n  slurm:\n    {text}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:5: ") as e:
+        load_sweep(bad)
+    assert needle in str(e.value) + (e.value.hint or "")

@@ -42,7 +42,7 @@ from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
-from launcher.topology import Rendezvous, Topology, free_port, launch_argv, port_from
+from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
 from ni.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,12 +127,13 @@ class TrainerJob(Checkpointable):
     """Runs one run's trainer in a child process; picklable (module-level, plain attributes)."""
 
     def __init__(self, container: Container | None = None, nodes: int = 1, gpus_per_node: int = 0,
-                 mounts: Sequence[str] = (), ranks_per_node: int | None = None) -> None:
+                 mounts: Sequence[str] = (), ranks_per_node: int | None = None, grace_s: int = SHUTDOWN_GRACE_S) -> None:
         self.container = container.model_dump() if container is not None else Container().model_dump()
         self.nodes = nodes
         self.gpus_per_node = gpus_per_node
         self.ranks_per_node = ranks_per_node or gpus_per_node or 1
         self.mounts = list(mounts)
+        self.grace_s = grace_s
 
     @property
     def topology(self) -> Topology:
@@ -143,7 +144,8 @@ class TrainerJob(Checkpointable):
         """The child's argv: this node's part of the launch (launcher.topology), in apptainer if set."""
         kind, image = self.container["kind"], self.container["image"]
         py = "python" if kind == "apptainer" else (python or sys.executable)
-        inner = launch_argv(self.topology, str(config_path), python=py, node_rank=node_rank, rendezvous=rdzv)
+        inner = launch_argv(self.topology, str(config_path), python=py, node_rank=node_rank, rendezvous=rdzv,
+                            grace_s=getattr(self, "grace_s", SHUTDOWN_GRACE_S))
         if kind != "apptainer":
             return inner
         prefix = ["apptainer", "exec"] + (["--nv"] if self.gpus_per_node else [])
@@ -251,10 +253,13 @@ class SlurmBackend:
             "mem_gb": memory_gb(res.memory),
             "timeout_min": time_minutes(res.time),
             "array_parallelism": s.array_parallelism,
-            "wckey": "",
-            "additional_parameters": {"chdir": str(REPO)},
+            "wckey": s.wckey,
+            "signal_delay_s": s.signal_delay_s,
+            "additional_parameters": {**s.additional_parameters, "chdir": str(REPO)},
         }
-        if res.gpus:
+        if res.gpus and s.gres_style == "gres":
+            params["gres"] = f"gpu:{res.gpus}"
+        elif res.gpus:
             params["gpus_per_node"] = res.gpus
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(s, key) is not None:
@@ -279,7 +284,7 @@ class SlurmBackend:
     def job_callable(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec]) -> TrainerJob:
         s = sweep.spec.backend.slurm
         mounts = self._mounts(s, specs) if s.container.kind == "apptainer" else []
-        return TrainerJob(s.container, res.nodes, res.gpus, mounts, res.ranks_per_node)
+        return TrainerJob(s.container, res.nodes, res.gpus, mounts, res.ranks_per_node, s.signal_delay_s)
 
     def max_array_size(self, sweep: Sweep, ask_cluster: bool) -> int:
         if sweep.spec.backend.slurm.max_array_size is not None:
