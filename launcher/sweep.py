@@ -110,7 +110,10 @@ class BeakerBackend(_Strict):
     clusters: list[str] = Field(default_factory=list)
     budget: str | None = None
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    preemptible: bool = Field(True, description="False: min_runtime = the time limit (never preempted)")
+    preemptible: bool = Field(
+        True, description="False: min_runtime = the time limit, i.e. protected from preemption for min_runtime only "
+        "(a spec v2 task has no 'never preempt'; a longer run or a retry can still be preempted)"
+    )
     min_runtime: str | None = Field(None, description="protected from preemption this long, e.g. 2h")
     auto_resume: bool = Field(True, description="restart a preempted task; the trainer resumes from its checkpoint")
     image: str | None = None
@@ -125,6 +128,14 @@ class BeakerBackend(_Strict):
     checkpoint_prefix: str = Field("tk-lab", description="the folder inside checkpoint_weka for this project's runs")
     secrets: dict[str, str] = Field(default_factory=dict, description="env var -> Beaker secret name")
     env: dict[str, str] = Field(default_factory=dict)
+    shared_memory: str | None = Field("10GiB", description="/dev/shm of a task with more than one rank")
+    synchronized_start_timeout_s: int = Field(
+        600, ge=1, description="a multi-node task's replicas start together, or the task fails after this long"
+    )
+    multinode_env: dict[str, str] = Field(
+        default_factory=dict, description="env of multi-node tasks only: the cluster's NCCL / InfiniBand settings, "
+        "e.g. {NCCL_IB_HCA: '^=mlx5_bond_0', NCCL_SOCKET_IFNAME: ib}"
+    )
 
     @field_validator("checkpoint_weka")
     @classmethod

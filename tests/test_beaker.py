@@ -59,7 +59,7 @@ resources: {gpus: 1, nodes: 1, cpus: 8, memory: 64G, time: "12:00:00"}
 backend:
   beaker:
     workspace: ai2/tk-instruct
-    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]
+    clusters: [ai2/jupiter, ai2/saturn]
     budget: ai2/oe-adapt
     priority: high
     preemptible: false
@@ -78,7 +78,7 @@ resources: {gpus: 8, nodes: 2, cpus: 64, memory: 400G, time: "2-00:00:00"}
 backend:
   beaker:
     workspace: ai2/tk-instruct
-    clusters: [ai2/jupiter-cirrascale-2]
+    clusters: [ai2/jupiter]
     budget: ai2/oe-adapt
     image: tkuser/tk-instruct
     retries: 3
@@ -86,6 +86,7 @@ backend:
     checkpoint_weka: oe-training-default
     secrets: {HF_TOKEN: my-hf-secret, WANDB_API_KEY: my-wandb-key}
     env: {NCCL_DEBUG: WARN}
+    multinode_env: {NCCL_IB_HCA: "^=mlx5_bond_0", NCCL_SOCKET_IFNAME: ib}
 """
 WEKA = "oe-training-default"
 
@@ -158,7 +159,7 @@ def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
         task = spec.tasks[0]
         assert task.name == rs.run.run_id
         assert task.image.beaker == "tkuser/tk-instruct"
-        assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter-cirrascale-2", "ai2/saturn-cirrascale"]
+        assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter", "ai2/saturn"]
         assert spec.budget == "ai2/oe-adapt"
         assert task.context.priority == BeakerJobPriority.high and data["tasks"][0]["context"]["priority"] == "high"
         # not preemptible: protected for the whole 12 h time limit; preempted tasks auto-resume (no deprecated field)
@@ -173,6 +174,7 @@ def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
         assert task.timeout == 12 * 3600 * 10**9
         assert not task.datasets  # no data_dataset: no mount
         assert not task.host_networking and task.replicas is None
+        assert task.resources.shared_memory is None and task.synchronized_start_timeout is None  # one rank, one node
         # command: the wrapper, then exactly the trainer argv
         assert task.command == ["python", "-c", WRAPPER, LAUNCH_PATH, "1", "1", str(port_from(f"beaker-{rs.run.run_id}"))]
         # env values are strings; the run's config travels in TK_RUN_CONFIG with output_dir = /results
@@ -200,6 +202,10 @@ def test_spec_rules_multi_node(multi: tuple[Sweep, list[RunSpec]]) -> None:
     assert task.host_networking is True and data["hostNetworking"] is True
     assert task.propagate_failure and task.propagate_preemption
     assert task.resources is not None and task.resources.gpu_count == 8  # GPUs per node
+    assert task.resources.shared_memory == "10GiB" and data["resources"]["sharedMemory"] == "10GiB"
+    assert task.synchronized_start_timeout == 600 * 10**9  # replicas start together or the task fails
+    env = task_env(spec)
+    assert env["NCCL_IB_HCA"].value == "^=mlx5_bond_0" and env["NCCL_SOCKET_IFNAME"].value == "ib"
     assert task.command is not None and task.command[3:6] == [LAUNCH_PATH, "2", "8"]
     assert "BEAKER_REPLICA_RANK" in WRAPPER and "BEAKER_LEADER_REPLICA_HOSTNAME" in WRAPPER
     assert "launch_argv" in WRAPPER  # launcher.topology's launch, as on SLURM and locally
@@ -317,7 +323,7 @@ def test_wrapper_writes_config_and_execs_the_topologys_launch(tmp_path: Path, mo
     ("drop", "needle"),
     [("    image: tkuser/tk-instruct\n", "image"),
      ("    workspace: ai2/tk-instruct\n", "workspace"),
-     ("    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]\n", "clusters")],
+     ("    clusters: [ai2/jupiter, ai2/saturn]\n", "clusters")],
 )
 def test_check_errors(tmp_path: Path, drop: str, needle: str) -> None:
     assert drop in SINGLE

@@ -298,7 +298,11 @@ class BeakerBackend:
             raise ConfigError(f"{where}.workspace is required", hint="For example: workspace: ai2/tk-instruct")
         if not s.clusters:
             raise ConfigError(f"{where}.clusters is required (a list of cluster names)",
-                              hint="For example: clusters: [ai2/jupiter-cirrascale-2]")
+                              hint="For example: clusters: [ai2/jupiter]")
+        for env_name in s.multinode_env:
+            if env_name in s.env or env_name in s.secrets:
+                raise ConfigError(f"{where}: '{env_name}' is both in multinode_env and in env or secrets",
+                                  hint="Keep multi-node-only settings in multinode_env only.")
         for env_name in s.secrets:
             if env_name in s.env:
                 raise ConfigError(f"{where}: '{env_name}' is both in env and in secrets",
@@ -322,6 +326,8 @@ class BeakerBackend:
         run, res = spec.run, spec.run.resources
         env = [BeakerEnvVar(name=CONFIG_ENV, value=launch_config_yaml(run, s, sweep.name))]
         env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.env.items())]
+        if res.nodes > 1:
+            env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.multinode_env.items())]
         env += [BeakerEnvVar(name=k, secret=str(v)) for k, v in sorted(s.secrets.items())]
         task = BeakerTaskSpec(
             name=run.run_id,
@@ -332,12 +338,14 @@ class BeakerBackend:
             command=task_command(run),
             env_vars=env,
             datasets=data_mounts(run, s),
-            resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory)),
+            resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory),
+                                          shared_memory=s.shared_memory if res.world_size > 1 else None),
             timeout=_duration_seconds(res.time) * 1_000_000_000,
         )
         if res.nodes > 1:
             task = dataclasses.replace(task, replicas=res.nodes, leader_selection=True, host_networking=True,
-                                       propagate_failure=True, propagate_preemption=True)
+                                       propagate_failure=True, propagate_preemption=True,
+                                       synchronized_start_timeout=s.synchronized_start_timeout_s * 1_000_000_000)
         varied = ", ".join(f"{k}={v}" for k, v in run.varied.items())
         return BeakerExperimentSpec(
             version=BeakerSpecVersion.v2,
