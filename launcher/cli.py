@@ -230,6 +230,13 @@ def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit {args.limit}: rehearse at least one run", hint="For example: --limit 2.")
+    if args.run:
+        known = {r.run_id for r in sweep.runs}
+        unknown = [r for r in args.run if r not in known]
+        if unknown:
+            raise ConfigError(f"{sweep.path}: no run {unknown[0]} in this sweep",
+                              hint=f"For example: --run {sweep.runs[0].run_id} (python -m launcher plan lists them).")
+        sweep.runs = [r for r in sweep.runs if r.run_id in args.run]
     return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout)
 
 
@@ -259,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "rehearse":
             s.add_argument("--backend", default="local", choices=("local",), help="where the ranks run (this machine)")
             s.add_argument("--limit", type=int, default=None, metavar="N", help="rehearse the first N runs only")
+            s.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="rehearse this run (repeatable)")
             s.add_argument("--timeout", type=float, default=900, help="seconds each attempt of a run may take")
         if name == "logs":
             s.add_argument("run_id", nargs="?", default=None, help="a run id (or a unique prefix); none: a summary")
