@@ -77,3 +77,16 @@ def test_rehearse_two_nodes_checkpoint_resume_predict(tmp_path: Path) -> None:
     assert "1 of 1 runs rehearsed ok" in r.stdout
 
 
+
+
+def test_rehearse_unknown_run_or_limit_is_one_line(tmp_path: Path) -> None:
+    from launcher import cli
+    from ni.errors import ConfigError
+
+    sweep = str(REPO / "sweeps" / "models.yaml")
+    with pytest.raises(ConfigError, match="no run nope in this sweep") as e:
+        cli.main(["rehearse", sweep, "--run", "nope", "--runs-root", str(tmp_path)])
+    assert "For example: --run " in (e.value.hint or "")
+    with pytest.raises(ConfigError, match="--limit 0"):
+        cli.main(["rehearse", sweep, "--limit", "0", "--runs-root", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing written
