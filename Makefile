@@ -7,6 +7,7 @@ DATA ?=
 OUT ?= runs/demo
 ENCODING ?= instruct_pos_2_input
 SETUP_FLAGS ?=
+TORCH_CUDA ?=
 
 SWEEP ?= sweeps/debug.yaml
 BACKEND ?= local
@@ -20,8 +21,8 @@ help:  ## list the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected)
-	source $(VENV)/bin/activate && bash scripts/install.sh --dev $(SETUP_FLAGS)
+setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected; TORCH_CUDA=cu126 picks a CUDA build)
+	source $(VENV)/bin/activate && TORCH_CUDA="$(TORCH_CUDA)" bash scripts/install.sh --dev $(SETUP_FLAGS)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q

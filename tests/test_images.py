@@ -84,7 +84,10 @@ def args_of(path: Path) -> dict[str, str]:
 def base_image(path: Path) -> str:
     froms = [rest for ins, rest in instructions(path) if ins == "FROM"]
     assert len(froms) == 1, f"{path}: expected one FROM (a single stage), got {froms}"
-    return froms[0].split()[0]
+    base = froms[0].split()[0]
+    for key, value in args_of(path).items():  # an ARG's default (CUDA_BASE) is what a plain build uses
+        base = base.replace("${" + key + "}", value)
+    return base
 
 
 def ids(paths: list[Path]) -> list[str]:
