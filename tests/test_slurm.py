@@ -7,6 +7,7 @@ Regenerate the golden files with TK_UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -595,3 +596,48 @@ def test_slurm_settings_rejected_with_file_and_line(tmp_path: Path, text: str, n
     with pytest.raises(ConfigError, match=r"bad.yaml:5: ") as e:
         load_sweep(bad)
     assert needle in str(e.value) + (e.value.hint or "")
+
+
+def test_wrapper_requeues_as_soon_as_the_state_is_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After USR2 the wrapper hands over to submitit's requeue once status.json says preempted, without waiting
+    for a trainer that is still tearing down (the time limit may come first)."""
+    import threading
+
+    calls: list[float] = []
+
+    class Requeued(Exception):
+        pass
+
+    def submitit_handler(signum: int, frame: object) -> None:
+        calls.append(time.time())
+        raise Requeued
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    launch = run_dir / "launch.yaml"
+    launch.write_text(f"output_dir: {run_dir}\n")
+    pid_file = tmp_path / "child.pid"
+    child = [sys.executable, "-c", (
+        "import json, os, signal, sys, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "def stop(s, f):\n"
+        f"    open({str(run_dir / 'status.json')!r}, 'w').write(json.dumps({{'state': 'preempted'}}))\n"
+        "    time.sleep(60)\n"  # a slow teardown
+        "signal.signal(signal.SIGUSR2, stop)\n"
+        "time.sleep(60)\n")]
+    job = TrainerJob()
+    monkeypatch.setattr(job, "argv", lambda *a, **k: child)
+    before = signal.signal(signal.SIGUSR2, submitit_handler)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGUSR2))
+    t0 = time.time()
+    try:
+        timer.start()
+        with pytest.raises(Requeued):
+            job(str(launch))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR2, before)
+        if pid_file.is_file():  # on SLURM the requeue ends the job's processes; here the test does
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert calls and calls[0] - t0 < 20  # not the child's 60 s teardown

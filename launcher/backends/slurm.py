@@ -12,8 +12,8 @@ value is one argv element), inside a container where configured:
 - apptainer: `apptainer exec [--nv] --bind ... --pwd REPO IMAGE python -m trainer run --config ...`.
 
 SIGTERM and SIGUSR2 are forwarded to the trainer, which saves a checkpoint and exits 75. After SIGUSR2 (what
-submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job then hands over to
-submitit's handler, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
+submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job hands over to
+submitit's handler as soon as the trainer's state is saved (status.json says preempted) or it has exited, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
 trainer resumes from its own newest complete checkpoint. A run of world size > 1 starts one task per node that runs
 `torch.distributed.run` with ranks-per-node processes, rendezvousing on the first node of the job (localhost on one
 node) at a port derived from the job id.
@@ -22,6 +22,7 @@ node) at a port derived from the job id.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -99,6 +100,24 @@ def node_address(node: str) -> str:
     return m.group(1) if m else node
 
 
+def run_dir_of(config_path: str | os.PathLike[str]) -> Path:
+    """The run directory of a launch.yaml: its output_dir (the launcher writes the file into it)."""
+    import yaml
+
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        out = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("output_dir")
+        if out:
+            return Path(out)
+    return Path(config_path).parent
+
+
+def state_saved(status_json: Path) -> bool:
+    """The trainer has written its checkpoint after a stop signal (status.json says preempted)."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(status_json.read_text(encoding="utf-8")).get("state") == "preempted"
+    return False
+
+
 def after_exit(code: int, got: Sequence[int]) -> str:
     """What the wrapper makes of the trainer's exit: 'done'; 'requeue' after a USR2 (SLURM's notice before a
     preemption or the time limit), however the trainer ended -- exit 75 with its state saved, or killed by a second
@@ -167,17 +186,19 @@ class TrainerJob(Checkpointable):
                 proc.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR2)}
+        status = run_dir_of(config_path) / "status.json"
+        code: int | None = None
         try:
-            while True:
+            while code is None:
                 try:
-                    code = proc.wait()
-                    break
-                except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
-                    continue
+                    code = proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    if signal.SIGUSR2 in got and state_saved(status):
+                        break  # requeue now, while the job still has time; the trainer is only tearing down
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-        outcome = after_exit(code, got)
+        outcome = "requeue" if code is None else after_exit(code, got)
         if outcome == "done":
             return 0
         if outcome == "requeue":
