@@ -48,7 +48,8 @@ STEP_DELAY_S = "1.5"  # the first attempt's pace, so the stop lands after a chec
 
 def toy_config(cfg: RunConfig, source: str) -> RunConfig:
     """The run's config at toy scale: its topology and recipe kept, model/data/steps shrunk (see TOY)."""
-    overrides = [f"{k}={orjson.dumps(v).decode()}" for k, v in TOY.items()]
+    baseline = cfg.model.name_or_path.startswith("baseline:")  # a baseline stays itself, on the embedded data
+    overrides = [f"{k}={orjson.dumps(v).decode()}" for k, v in TOY.items() if not (baseline and k.startswith("model."))]
     return validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides, source), source)
 
 

@@ -32,6 +32,15 @@ def test_toy_configs_keep_the_topology_and_the_recipe(name: str) -> None:
         assert toy.seed == run.config.seed and toy.data.track == "default"  # the embedded data has no xlingual
 
 
+def test_baselines_stay_baselines() -> None:
+    runs = [r for r in load_sweep(REPO / "sweeps" / "baselines.yaml").runs
+            if r.config.model.name_or_path.startswith("baseline:")]
+    assert len(runs) >= 3
+    for run in runs:
+        toy = toy_config(run.config, "t")
+        assert toy.model == run.config.model and toy.data.root is None
+
+
 def test_prepare_writes_each_run_apart_from_real_runs(tmp_path: Path) -> None:
     sweep = load_sweep(REPO / "sweeps" / "models.yaml")
     specs = prepare(sweep, tmp_path, limit=2)
