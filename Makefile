@@ -7,6 +7,7 @@ DATA ?=
 OUT ?= runs/demo
 ENCODING ?= instruct_pos_2_input
 SETUP_FLAGS ?=
+TORCH_CUDA ?=
 
 SWEEP ?= sweeps/debug.yaml
 BACKEND ?= local
@@ -14,7 +15,7 @@ RUNS ?= runs
 SET ?=
 SETS = $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel
+.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel rehearse
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,8 +23,8 @@ help:  ## list the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected)
-	source $(VENV)/bin/activate && bash scripts/install.sh --dev $(SETUP_FLAGS)
+setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected; TORCH_CUDA=cu126 picks a CUDA build)
+	source $(VENV)/bin/activate && TORCH_CUDA="$(TORCH_CUDA)" bash scripts/install.sh --dev $(SETUP_FLAGS)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q
@@ -55,6 +56,10 @@ sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and
 	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS) $(SETS)
 	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS) $(SETS)
 	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS) $(SETS)
+
+LIMIT ?=
+rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, CPU ranks: checkpoint, resume, predict
+	$(PY) -m launcher rehearse $(SWEEP) $(if $(LIMIT),--limit $(LIMIT),) --runs-root $(RUNS)-rehearsal
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
 	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS) $(SETS)

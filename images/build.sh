@@ -44,7 +44,8 @@ case "$cmd" in
   build)
     run env DOCKER_BUILDKIT=1 "$docker" build --file "images/$kind/Dockerfile" \
       --build-arg "GIT_SHA=$full" --build-arg "BUILD_DATE=$(git show -s --format=%cI HEAD)" \
-      --build-arg "TORCH_VERSION=$torch" --tag "$image" .
+      --build-arg "TORCH_VERSION=$torch" ${CUDA_BASE:+--build-arg "CUDA_BASE=$CUDA_BASE"} \
+      ${TORCH_CUDA:+--build-arg "TORCH_CUDA=$TORCH_CUDA"} --tag "$image" .
     echo "built $image"
     echo "check: $docker run --rm $image --help   (GPU: $docker run --rm --gpus all $image python -c 'import torch; print(torch.cuda.is_available())')"
     ;;

@@ -1,4 +1,4 @@
-"""`python -m launcher plan|submit|status|pull|report|cancel|logs SWEEP`: the project's front door."""
+"""`python -m launcher plan|submit|status|pull|report|cancel|logs|rehearse SWEEP`: the project's front door."""
 
 from __future__ import annotations
 
@@ -229,8 +229,23 @@ def cmd_logs(sweep: Sweep, args: argparse.Namespace) -> int:
     return logs(sweep, args.runs_root, args.run_id, follow=args.follow, tail=args.tail, interval=args.interval)
 
 
+def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
+    from launcher.rehearse import rehearse
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: rehearse at least one run", hint="For example: --limit 2.")
+    if args.run:
+        known = {r.run_id for r in sweep.runs}
+        unknown = [r for r in args.run if r not in known]
+        if unknown:
+            raise ConfigError(f"{sweep.path}: no run {unknown[0]} in this sweep",
+                              hint=f"For example: --run {sweep.runs[0].run_id} (python -m launcher plan lists them).")
+        sweep.runs = [r for r in sweep.runs if r.run_id in args.run]
+    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout)
+
+
 COMMANDS = {"plan": cmd_plan, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
-            "cancel": cmd_cancel, "logs": cmd_logs}
+            "cancel": cmd_cancel, "logs": cmd_logs, "rehearse": cmd_rehearse}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -239,7 +254,8 @@ def parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         s = sub.add_parser(name)
         s.add_argument("sweep", type=Path, help="sweep YAML (sweeps/*.yaml)")
-        s.add_argument("--runs-root", type=Path, default=Path("runs"), help="runs go to RUNS_ROOT/<sweep>/<run-id>")
+        s.add_argument("--runs-root", type=Path, default=Path("runs-rehearsal" if name == "rehearse" else "runs"),
+                       help="runs go to RUNS_ROOT/<sweep>/<run-id>")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a run-config value in every run (repeatable)")
         if name in ("plan", "submit"):
@@ -251,6 +267,11 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
         if name == "status":
             s.add_argument("--strict", action="store_true", help="exit 1 if a run failed or was lost")
+        if name == "rehearse":
+            s.add_argument("--backend", default="local", choices=("local",), help="where the ranks run (this machine)")
+            s.add_argument("--limit", type=int, default=None, metavar="N", help="rehearse the first N runs only")
+            s.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="rehearse this run (repeatable)")
+            s.add_argument("--timeout", type=float, default=900, help="seconds each attempt of a run may take")
         if name == "logs":
             s.add_argument("run_id", nargs="?", default=None, help="a run id (or a unique prefix); none: a summary")
             s.add_argument("--follow", "-f", action="store_true", help="keep following (Ctrl-C stops; the job runs on)")

@@ -69,6 +69,11 @@ class LocalBackend(_Strict):
     container: Container = Container()
 
 
+_MANAGED_SBATCH = {"nodes", "ntasks_per_node", "cpus_per_task", "mem", "time", "array", "gpus_per_node", "gres",
+                   "partition", "account", "qos", "constraint", "job_name", "output", "error", "signal", "chdir",
+                   "wckey", "open_mode"}
+
+
 class SlurmBackend(_Strict):
     partition: str | None = None
     account: str | None = None
@@ -78,6 +83,26 @@ class SlurmBackend(_Strict):
     array_parallelism: int = Field(64, ge=1)
     max_array_size: int | None = Field(None, description="default: the cluster's MaxArraySize")
     container: Container = Container()
+    signal_delay_s: int = Field(
+        120, ge=10, description="USR2 this long before the time limit; also the ranks' grace to checkpoint after it"
+    )
+    wckey: str = Field("", description="workload characterization key (sbatch --wckey)")
+    gres_style: Literal["gpus_per_node", "gres"] = Field(
+        "gpus_per_node", description="gres: --gres=gpu:N, for clusters without select/cons_tres"
+    )
+    additional_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="more #SBATCH options, e.g. {exclusive: true, exclude: node7, mail_type: END}"
+    )
+
+    @field_validator("additional_parameters")
+    @classmethod
+    def _sbatch_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
+                raise ValueError(f"'{key}' is not an sbatch option name (e.g. exclusive, exclude, mail_type, comment)")
+            if key.replace("-", "_") in _MANAGED_SBATCH:
+                raise ValueError(f"'{key}' is set by the launcher from resources/backend.slurm; set it there")
+        return v
 
 
 class BeakerBackend(_Strict):
@@ -85,7 +110,10 @@ class BeakerBackend(_Strict):
     clusters: list[str] = Field(default_factory=list)
     budget: str | None = None
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    preemptible: bool = Field(True, description="False: min_runtime = the time limit (never preempted)")
+    preemptible: bool = Field(
+        True, description="False: min_runtime = the time limit, i.e. protected from preemption for min_runtime only "
+        "(a spec v2 task has no 'never preempt'; a longer run or a retry can still be preempted)"
+    )
     min_runtime: str | None = Field(None, description="protected from preemption this long, e.g. 2h")
     auto_resume: bool = Field(True, description="restart a preempted task; the trainer resumes from its checkpoint")
     image: str | None = None
@@ -100,6 +128,14 @@ class BeakerBackend(_Strict):
     checkpoint_prefix: str = Field("tk-lab", description="the folder inside checkpoint_weka for this project's runs")
     secrets: dict[str, str] = Field(default_factory=dict, description="env var -> Beaker secret name")
     env: dict[str, str] = Field(default_factory=dict)
+    shared_memory: str | None = Field("10GiB", description="/dev/shm of a task with more than one rank")
+    synchronized_start_timeout_s: int = Field(
+        600, ge=1, description="a multi-node task's replicas start together, or the task fails after this long"
+    )
+    multinode_env: dict[str, str] = Field(
+        default_factory=dict, description="env of multi-node tasks only: the cluster's NCCL / InfiniBand settings, "
+        "e.g. {NCCL_IB_HCA: '^=mlx5_bond_0', NCCL_SOCKET_IFNAME: ib}"
+    )
 
     @field_validator("checkpoint_weka")
     @classmethod

@@ -9,6 +9,9 @@
 #  - torch is installed first, pinned, so the project's `torch>=` floor never pulls another build:
 #    on GPU machines the CUDA wheel from PyPI; on CPU machines set TORCH_INDEX_URL to a CPU-wheel index
 #    (machines whose pip is configured with a local CPU wheel, like ours, need nothing).
+#    TORCH_CUDA=cu126 (or cu128, cu130, ...) picks the CUDA build of torch from the PyTorch wheel index instead of
+#    PyPI's default (cu12x for drivers older than 580 or V100 nodes); the lock still pins torch's version, and the
+#    CUDA runtime wheels come with that build.
 #  - DeepSpeed builds against that torch, so it is installed without build isolation (always on GPU machines;
 #    with --deepspeed on CPU machines, where its CPU accelerator runs ZeRO for tests; ops JIT-compile on first use).
 set -euo pipefail
@@ -45,12 +48,22 @@ if [ "$locked" = 1 ]; then
 fi
 
 torch_args=("torch==${TORCH_VERSION}")
-if [ "$mode" = cpu ] && [ -n "${TORCH_INDEX_URL:-}" ]; then
+if [ -n "${TORCH_CUDA:-}" ]; then
+  if ! [[ "$TORCH_CUDA" =~ ^cu[0-9]{3}$ ]]; then
+    echo "install.sh: TORCH_CUDA must name a CUDA build of torch like cu126 or cu130 (got '$TORCH_CUDA'). For example: TORCH_CUDA=cu126" >&2
+    exit 2
+  fi
+  [ "$mode" = cpu ] && echo "install.sh: TORCH_CUDA=$TORCH_CUDA on a machine without GPUs: installing that CUDA build anyway" >&2
+  mode=gpu
+  TORCH_INDEX_URL="https://download.pytorch.org/whl/${TORCH_CUDA}"
+  # --index-url: torch and its CUDA runtime wheels from that build's index (which mirrors their other dependencies)
+  torch_args+=(--index-url "$TORCH_INDEX_URL")
+elif [ "$mode" = cpu ] && [ -n "${TORCH_INDEX_URL:-}" ]; then
   # locked: torch's own dependencies still come from PyPI at their locked versions (the CPU build, 2.x.y+cpu,
   # sorts above 2.x.y and satisfies the lock's torch==2.x.y)
   if [ "$locked" = 1 ]; then torch_args+=(--extra-index-url "$TORCH_INDEX_URL"); else torch_args+=(--index-url "$TORCH_INDEX_URL"); fi
 fi
-echo "install.sh: torch ${TORCH_VERSION} (${mode})"
+echo "install.sh: torch ${TORCH_VERSION} (${mode}${TORCH_CUDA:+, $TORCH_CUDA})"
 python -m pip install --quiet "${lock[@]}" "${torch_args[@]}"
 
 extras=""

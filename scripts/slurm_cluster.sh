@@ -10,12 +10,21 @@
 # Idempotent: `start` on a running cluster only waits for it; `stop` on a stopped one does nothing.
 # TK_SLURM_NODES=N (N > 1) starts N virtual nodes n1..nN on this machine instead (one slurmd each, `slurmd -N`,
 # own port, NodeAddr 127.0.0.1, the CPUs shared out), so multi-node jobs run for real on one machine.
+# Every node also has TK_SLURM_GPUS (default 8) stand-in GPUs, GRES `gpu`, so jobs asking --gpus-per-node=N
+# schedule as on a GPU cluster and their ranks fall back to CPU (gloo). Their gres.conf "device files" are empty
+# placeholder files under $TK_SLURM_DIR/gpus: slurmd 22.05 drops GPUs without File= ("Removing file-less GPU"),
+# and with task/none nothing opens or fences them; SLURM still sets CUDA_VISIBLE_DEVICES for each job.
 set -euo pipefail
 
 STATE="${TK_SLURM_DIR:-/tmp/tk-slurm}"
 NODES="${TK_SLURM_NODES:-1}"
 if ! [[ "$NODES" =~ ^[1-9][0-9]*$ ]]; then
   echo "slurm_cluster: TK_SLURM_NODES must be a whole number of nodes, 1 or more (got '$NODES'). For example: TK_SLURM_NODES=2" >&2
+  exit 2
+fi
+GPUS="${TK_SLURM_GPUS:-8}"
+if ! [[ "$GPUS" =~ ^[0-9]+$ ]]; then
+  echo "slurm_cluster: TK_SLURM_GPUS must be a whole number of GPUs per node, 0 or more (got '$GPUS'). For example: TK_SLURM_GPUS=8" >&2
   exit 2
 fi
 CONF="$STATE/slurm.conf"
@@ -86,19 +95,32 @@ SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
+GresTypes=gpu
 EOF
+  local gres=""
+  (( GPUS > 0 )) && gres=" Gres=gpu:$GPUS"
   if (( NODES == 1 )); then
-    echo "NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN" >>"$CONF.tmp"
+    echo "NodeName=$host CPUs=$cpus RealMemory=$mem$gres State=UNKNOWN" >>"$CONF.tmp"
     echo "$host" >"$STATE/nodes"
   else
     local i per_cpu=$(( cpus / NODES > 1 ? cpus / NODES : 1 )) per_mem=$(( mem / NODES ))
     : >"$STATE/nodes"
     for (( i = 1; i <= NODES; i++ )); do
-      echo "NodeName=n$i NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[i]} CPUs=$per_cpu RealMemory=$per_mem State=UNKNOWN" >>"$CONF.tmp"
+      echo "NodeName=n$i NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[i]} CPUs=$per_cpu RealMemory=$per_mem$gres State=UNKNOWN" >>"$CONF.tmp"
       echo "n$i" >>"$STATE/nodes"
     done
   fi
   echo "PartitionName=debug Nodes=$(paste -sd, "$STATE/nodes") Default=YES MaxTime=INFINITE State=UP" >>"$CONF.tmp"
+  : >"$STATE/gres.conf.tmp"
+  if (( GPUS > 0 )); then  # placeholders, not devices: the ranks run on CPU
+    local n g
+    for n in $(node_names); do
+      mkdir -p "$STATE/gpus/$n"
+      for (( g = 0; g < GPUS; g++ )); do : >"$STATE/gpus/$n/gpu$g"; done
+      echo "NodeName=$n Name=gpu File=$STATE/gpus/$n/gpu[0-$(( GPUS - 1 ))]" >>"$STATE/gres.conf.tmp"
+    done
+  fi
+  mv "$STATE/gres.conf.tmp" "$STATE/gres.conf"  # next to slurm.conf, where the daemons read it
   mv "$CONF.tmp" "$CONF"
 }
 

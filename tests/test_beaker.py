@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -29,7 +28,7 @@ from beaker import (
     BeakerWorkloadStatus,
 )
 
-from launcher.backends.base import Job, RunSpec, trainer_command
+from launcher.backends.base import Job, RunSpec
 from launcher.backends.beaker import (
     CONFIG_ENV,
     LAUNCH_PATH,
@@ -43,6 +42,7 @@ from launcher.backends.beaker import (
 )
 from launcher.backends.beaker_fake import FakeBeakerClient
 from launcher.sweep import Sweep, load_sweep
+from launcher.topology import Rendezvous, Topology, launch_argv, port_from
 from ni.errors import ConfigError
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "beaker"
@@ -59,7 +59,7 @@ resources: {gpus: 1, nodes: 1, cpus: 8, memory: 64G, time: "12:00:00"}
 backend:
   beaker:
     workspace: ai2/tk-instruct
-    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]
+    clusters: [ai2/jupiter, ai2/saturn]
     budget: ai2/oe-adapt
     priority: high
     preemptible: false
@@ -78,7 +78,7 @@ resources: {gpus: 8, nodes: 2, cpus: 64, memory: 400G, time: "2-00:00:00"}
 backend:
   beaker:
     workspace: ai2/tk-instruct
-    clusters: [ai2/jupiter-cirrascale-2]
+    clusters: [ai2/jupiter]
     budget: ai2/oe-adapt
     image: tkuser/tk-instruct
     retries: 3
@@ -86,6 +86,7 @@ backend:
     checkpoint_weka: oe-training-default
     secrets: {HF_TOKEN: my-hf-secret, WANDB_API_KEY: my-wandb-key}
     env: {NCCL_DEBUG: WARN}
+    multinode_env: {NCCL_IB_HCA: "^=mlx5_bond_0", NCCL_SOCKET_IFNAME: ib}
 """
 WEKA = "oe-training-default"
 
@@ -158,7 +159,7 @@ def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
         task = spec.tasks[0]
         assert task.name == rs.run.run_id
         assert task.image.beaker == "tkuser/tk-instruct"
-        assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter-cirrascale-2", "ai2/saturn-cirrascale"]
+        assert data["tasks"][0]["constraints"]["cluster"] == ["ai2/jupiter", "ai2/saturn"]
         assert spec.budget == "ai2/oe-adapt"
         assert task.context.priority == BeakerJobPriority.high and data["tasks"][0]["context"]["priority"] == "high"
         # not preemptible: protected for the whole 12 h time limit; preempted tasks auto-resume (no deprecated field)
@@ -173,9 +174,9 @@ def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:
         assert task.timeout == 12 * 3600 * 10**9
         assert not task.datasets  # no data_dataset: no mount
         assert not task.host_networking and task.replicas is None
+        assert task.resources.shared_memory is None and task.synchronized_start_timeout is None  # one rank, one node
         # command: the wrapper, then exactly the trainer argv
-        assert task.command == ["python", "-c", WRAPPER, LAUNCH_PATH, "1", "1",
-                                *trainer_command(LAUNCH_PATH, python="python")]
+        assert task.command == ["python", "-c", WRAPPER, LAUNCH_PATH, "1", "1", str(port_from(f"beaker-{rs.run.run_id}"))]
         # env values are strings; the run's config travels in TK_RUN_CONFIG with output_dir = /results
         for e in data["tasks"][0]["envVars"]:
             assert isinstance(e["name"], str)
@@ -201,9 +202,13 @@ def test_spec_rules_multi_node(multi: tuple[Sweep, list[RunSpec]]) -> None:
     assert task.host_networking is True and data["hostNetworking"] is True
     assert task.propagate_failure and task.propagate_preemption
     assert task.resources is not None and task.resources.gpu_count == 8  # GPUs per node
+    assert task.resources.shared_memory == "10GiB" and data["resources"]["sharedMemory"] == "10GiB"
+    assert task.synchronized_start_timeout == 600 * 10**9  # replicas start together or the task fails
+    env = task_env(spec)
+    assert env["NCCL_IB_HCA"].value == "^=mlx5_bond_0" and env["NCCL_SOCKET_IFNAME"].value == "ib"
     assert task.command is not None and task.command[3:6] == [LAUNCH_PATH, "2", "8"]
     assert "BEAKER_REPLICA_RANK" in WRAPPER and "BEAKER_LEADER_REPLICA_HOSTNAME" in WRAPPER
-    assert "torch.distributed.run" in WRAPPER
+    assert "launch_argv" in WRAPPER  # launcher.topology's launch, as on SLURM and locally
     assert task.timeout == 2 * 86400 * 10**9
     assert spec.retry is not None and spec.retry.allowed_task_retries == 3
     # NI data: a dataset mount at /data, and the config reads from it; checkpoints: the Weka bucket, read-write
@@ -279,31 +284,46 @@ def test_shell_metacharacters_stay_literal(tmp_path: Path) -> None:
     assert env["WEIRD"].value == METACHARS  # one literal value, untouched
     assert yaml.safe_load(env[CONFIG_ENV].value or "")["model"]["tokenizer"] == METACHARS
     cmd = spec.tasks[0].command
-    assert cmd is not None and len(cmd) == 6 + len(trainer_command(LAUNCH_PATH, python="python"))
+    assert cmd is not None and len(cmd) == 7
     assert cmd[0] == "python" and cmd[1] == "-c"  # no shell anywhere
     assert not any(c in ("sh", "bash", "/bin/sh", "/bin/bash") for c in cmd)
     data = json.loads(spec_json(spec))
     assert {"name": "WEIRD", "value": METACHARS} in data["tasks"][0]["envVars"]
 
 
-def test_wrapper_writes_config_and_execs_trainer_argv(tmp_path: Path) -> None:
-    """Run the task's wrapper for real (one node, one GPU path) with a stand-in for the trainer."""
+def _wrapper_argv(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]) -> list[str]:
+    """Run the task's wrapper (in this process) up to its exec, and return what it would exec."""
+    execd: list[list[str]] = []
+    monkeypatch.setattr(os, "execvp", lambda file, argv: execd.append(list(argv)))
+    monkeypatch.setattr(sys, "argv", ["-c", *args])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    exec(compile(WRAPPER, "<wrapper>", "exec"), {})
+    return execd[0]
+
+
+def test_wrapper_writes_config_and_execs_the_topologys_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's wrapper, run for real up to its exec: one rank is the trainer; 2 nodes x 4 are torchrun agents
+    with Beaker's replica rank and leader host and the spec's port."""
     launch = tmp_path / "run" / "launch.yaml"
-    stand_in = [sys.executable, "-c", "import sys; print(sys.argv[1:]); print(open(sys.argv[-1]).read(), end='')",
-                "--config", str(launch)]
     payload = f"model: {{name_or_path: {json.dumps(METACHARS)}}}\n"
-    out = subprocess.run([sys.executable, "-c", WRAPPER, str(launch), "1", "1", *stand_in],
-                         env={**os.environ, CONFIG_ENV: payload}, capture_output=True, text=True, check=True)
+    argv = _wrapper_argv(monkeypatch, [str(launch), "1", "1", "12345"], {CONFIG_ENV: payload})
     assert launch.read_text() == payload
-    assert out.stdout.splitlines()[0] == repr(["--config", str(launch)])
-    assert yaml.safe_load(out.stdout.split("\n", 1)[1])["model"]["name_or_path"] == METACHARS
+    assert argv == [sys.executable, "-m", "trainer", "run", "--config", str(launch)]
+    argv = _wrapper_argv(monkeypatch, [str(launch), "2", "4", "23456"],
+                         {CONFIG_ENV: payload, "BEAKER_REPLICA_RANK": "1", "BEAKER_LEADER_REPLICA_HOSTNAME": "lead-0"})
+    assert argv == launch_argv(Topology(2, 4), launch, python=sys.executable, node_rank=1,
+                               rendezvous=Rendezvous("lead-0", 23456))
+    assert "--nnodes=2" in argv and "--nproc_per_node=4" in argv and "--node_rank=1" in argv
+    argv = _wrapper_argv(monkeypatch, [str(launch), "1", "8", "23456"], {CONFIG_ENV: payload})
+    assert "--master_addr=127.0.0.1" in argv and "--nproc_per_node=8" in argv
 
 
 @pytest.mark.parametrize(
     ("drop", "needle"),
     [("    image: tkuser/tk-instruct\n", "image"),
      ("    workspace: ai2/tk-instruct\n", "workspace"),
-     ("    clusters: [ai2/jupiter-cirrascale-2, ai2/saturn-cirrascale]\n", "clusters")],
+     ("    clusters: [ai2/jupiter, ai2/saturn]\n", "clusters")],
 )
 def test_check_errors(tmp_path: Path, drop: str, needle: str) -> None:
     assert drop in SINGLE

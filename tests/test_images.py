@@ -37,6 +37,7 @@ from launcher.images import (
     read_lock,
 )
 from launcher.sweep import Sweep, load_sweep
+from launcher.topology import Rendezvous
 from ni.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,10 @@ def args_of(path: Path) -> dict[str, str]:
 def base_image(path: Path) -> str:
     froms = [rest for ins, rest in instructions(path) if ins == "FROM"]
     assert len(froms) == 1, f"{path}: expected one FROM (a single stage), got {froms}"
-    return froms[0].split()[0]
+    base = froms[0].split()[0]
+    for key, value in args_of(path).items():  # an ARG's default (CUDA_BASE) is what a plain build uses
+        base = base.replace("${" + key + "}", value)
+    return base
 
 
 def ids(paths: list[Path]) -> list[str]:
@@ -450,7 +454,8 @@ def rendered_artifacts(tmp: Path) -> dict[str, str]:
     backend = SlurmBackend()
     out["slurm-apptainer-sbatch.sh"] = backend.render(sweep, specs)["sbatch-0.sh"]
     job = backend.job_callable(sweep, specs[0].run.resources, specs)
-    out["slurm-apptainer-task.txt"] = "\n".join(job.argv(specs[0].config_path)) + "\n"
+    rdzv = Rendezvous("127.0.0.1", 29500) if job.topology.distributed else None  # SLURM's: from the job id
+    out["slurm-apptainer-task.txt"] = "\n".join(job.argv(specs[0].config_path, rdzv=rdzv)) + "\n"
     spec = json.loads(next(iter(BeakerBackend(client=FakeBeakerClient()).render(sweep, specs).values())))
     for var in spec["tasks"][0]["envVars"]:  # the run config's text is tests/golden/beaker's business
         if var["name"] == "TK_RUN_CONFIG":
@@ -471,7 +476,8 @@ def test_containerised_sweep_matches_goldens(tmp_path: Path) -> None:
     for name, text in got.items():
         assert text == (GOLDEN / name).read_text(), f"{name} differs from tests/golden/images/{name}"
     # every artifact runs the image of one revision, which the revision check can read back
-    assert f"tk-lab-trainer:{SHA} -m trainer run --config" in got["local-docker.sh"]
+    assert f"tk-lab-trainer:{SHA} -m torch.distributed.run" in got["local-docker.sh"]  # gpus: 2 -> 2 ranks
+    assert "--nproc_per_node=2" in got["local-docker.sh"] and "-m trainer run --config" in got["local-docker.sh"]
     assert f"--container-image=ghcr.io#lab/tk-lab-trainer:{SHA}" in got["slurm-pyxis-sbatch.sh"]
     assert "apptainer\nexec\n--nv\n" in got["slurm-apptainer-task.txt"]
     assert json.loads(got["beaker.json"])["tasks"][0]["image"] == {"beaker": f"lab/tk-lab-trainer-{SHA}"}

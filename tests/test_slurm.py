@@ -7,6 +7,7 @@ Regenerate the golden files with TK_UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -25,6 +26,7 @@ from submitit.core.utils import DelayedSubmission
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
 from launcher.sweep import Sweep, load_sweep
+from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,10 +143,10 @@ backend: {slurm: {partition: gpu}}
     assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text
     check_golden(rendered, root, "multinode")
     job = be.job_callable(sweep, specs[0].run.resources, specs)
-    argv = job.argv("/r/launch.yaml", python="/py", node_rank=1, master="node-a")
+    argv = job.argv("/r/launch.yaml", python="/py", node_rank=1, rdzv=Rendezvous("node-a", 23456))
     assert argv == ["/py", "-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=4",
-                    "--master_addr=node-a", "--master_port=29500", "-m", "trainer", "run", "--config",
-                    "/r/launch.yaml"]
+                    "--master_addr=node-a", "--master_port=23456", f"--signals_to_handle={FORWARDED_SIGNALS}",
+                    f"--shutdown_timeout={SHUTDOWN_GRACE_S}", "-m", "trainer", "run", "--config", "/r/launch.yaml"]
 
 
 def test_metacharacters_stay_one_argument(tmp_path: Path) -> None:
@@ -472,32 +474,63 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
 
 
+def _assert_one_complete_run(run_dir: Path, world_size: int, logs: str) -> None:
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "completed" and status["world_size"] == world_size, f"{status}\n{logs}"
+    rows = (run_dir / "predicted_examples.jsonl").read_text().splitlines()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(rows) == metrics["num_examples"] > 0 and (run_dir / "DONE").is_file()
+    assert len({json.loads(r)["id"] for r in rows}) == len(rows)
+
+
 @slurm
+@pytest.mark.slow
+def test_cluster_two_gpus_train_as_world_size_two(tmp_path: Path, cluster: None) -> None:
+    """gpus: 2 on one node -> --gpus-per-node=2 scheduled on the cluster's stand-in GPUs, one task running a
+    torch.distributed.run agent with 2 ranks (gloo on CPU here): one run of world size 2."""
+    _prebuild_tiny_model()
+    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {gpus: 2, cpus: 1,")
+    sweep = make_sweep(tmp_path, "name: twogpu\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
+    root = tmp_path / "runs"
+    (spec,) = specs_for(sweep, root)
+    write_launch([spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(sweep, [spec])
+    states = _wait(be, [job], timeout=420)
+    print(f"gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
+    logs = _logs(root / "twogpu" / ".submitit")
+    assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
+    assert "--nproc_per_node=2" in logs and "--master_addr=127.0.0.1" in logs
+    _assert_one_complete_run(spec.run_dir, 2, logs)
+
+
+@slurm
+@pytest.mark.slow
 def test_cluster_two_nodes_train_as_one_run(tmp_path: Path, two_node_cluster: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """nodes: 2 -> one SLURM job of two tasks, each a torch.distributed.run agent (node rank from SLURM_NODEID,
-    rendezvous at the first node's NodeAddr): one run of world size 2, one complete predictions file."""
+    """nodes: 2, gpus: 2 -> one SLURM job of two tasks, each a torch.distributed.run agent of 2 ranks (node rank
+    from SLURM_NODEID, rendezvous at the first node's NodeAddr): one run of world size 4, one predictions file."""
     monkeypatch.setenv("SLURM_CONF", two_node_cluster)
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()
     assert sorted(nodes) == ["n1", "n2"]
     _prebuild_tiny_model()
-    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, cpus: 1,")
+    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twonode\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
     root = tmp_path / "runs"
     (spec,) = specs_for(sweep, root)
     write_launch([spec])
     be = SlurmBackend()
+    t0 = time.time()
     (job,) = be.submit(sweep, [spec])
-    states = _wait(be, [job], timeout=420)
+    states = _wait(be, [job], timeout=600)
+    print(f"nodes: 2 x gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
     logs = _logs(root / "twonode" / ".submitit")
     assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
-    status = json.loads((spec.run_dir / "status.json").read_text())
-    assert status["state"] == "completed" and status["world_size"] == 2, status
     assert "--nnodes=2" in logs and "--node_rank=0" in logs and "--node_rank=1" in logs
+    assert "--nproc_per_node=2" in logs
     assert "--master_addr=127.0.0.1" in logs  # n1's NodeAddr, not its name (which resolves nowhere)
-    rows = (spec.run_dir / "predicted_examples.jsonl").read_text().splitlines()
-    metrics = json.loads((spec.run_dir / "metrics.json").read_text())
-    assert len(rows) == metrics["num_examples"] > 0 and (spec.run_dir / "DONE").is_file()
+    _assert_one_complete_run(spec.run_dir, 4, logs)
 
 
 def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,3 +555,89 @@ def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: 
     with pytest.raises(ConfigError, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
         S._squeue(["squeue", "-j", "8"])
     assert len(calls) == 3
+
+
+def test_slurm_escape_hatches(tmp_path: Path) -> None:
+    """signal_delay_s (USR2 before the limit, and the ranks' grace), wckey, --gres for clusters without cons_tres,
+    and more #SBATCH options through additional_parameters."""
+    sweep = make_sweep(tmp_path, """name: hatches
+resources: {gpus: 4, cpus: 8, memory: 32G, time: "01:00:00"}
+backend:
+  slurm:
+    signal_delay_s: 300
+    wckey: tk
+    gres_style: gres
+    additional_parameters: {exclusive: true, exclude: "node[1-2]", mail_type: END}
+""")
+    specs = specs_for(sweep, tmp_path / "runs")
+    be = SlurmBackend()
+    text = be.render(sweep, specs)["sbatch-0.sh"]
+    for line in ("#SBATCH --signal=USR2@300", "#SBATCH --wckey=tk", "#SBATCH --gres=gpu:4", "#SBATCH --exclusive",
+                 "#SBATCH --exclude='node[1-2]'", "#SBATCH --mail-type=END"):
+        assert line in text, line
+    assert "--gpus-per-node" not in text
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    assert "--shutdown_timeout=300" in job.argv("/r/l.yaml", rdzv=Rendezvous("h", 1))
+    default = make_sweep(tmp_path, "name: d\nresources: {gpus: 4}\n", "d.yaml")
+    text = be.render(default, specs_for(default, tmp_path / "runs"))["sbatch-0.sh"]
+    assert "#SBATCH --signal=USR2@120" in text and "#SBATCH --gpus-per-node=4" in text and "--wckey=''" in text
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("additional_parameters: {Bad Key: 1}", "not an sbatch option name"),
+    ("additional_parameters: {nodes: 3}", "'nodes' is set by the launcher"),
+    ("gres_style: tres", "gres_style"),
+    ("signal_delay_s: 1", "signal_delay_s"),
+    ("wkey: x", "unknown key 'backend.slurm.wkey'"),
+])
+def test_slurm_settings_rejected_with_file_and_line(tmp_path: Path, text: str, needle: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nbase: {TINY}\nbackend:\n  slurm:\n    {text}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:5: ") as e:
+        load_sweep(bad)
+    assert needle in str(e.value) + (e.value.hint or "")
+
+
+def test_wrapper_requeues_as_soon_as_the_state_is_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After USR2 the wrapper hands over to submitit's requeue once status.json says preempted, without waiting
+    for a trainer that is still tearing down (the time limit may come first)."""
+    import threading
+
+    calls: list[float] = []
+
+    class Requeued(Exception):
+        pass
+
+    def submitit_handler(signum: int, frame: object) -> None:
+        calls.append(time.time())
+        raise Requeued
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    launch = run_dir / "launch.yaml"
+    launch.write_text(f"output_dir: {run_dir}\n")
+    pid_file = tmp_path / "child.pid"
+    child = [sys.executable, "-c", (
+        "import json, os, signal, sys, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "def stop(s, f):\n"
+        f"    open({str(run_dir / 'status.json')!r}, 'w').write(json.dumps({{'state': 'preempted'}}))\n"
+        "    time.sleep(60)\n"  # a slow teardown
+        "signal.signal(signal.SIGUSR2, stop)\n"
+        "time.sleep(60)\n")]
+    job = TrainerJob()
+    monkeypatch.setattr(job, "argv", lambda *a, **k: child)
+    before = signal.signal(signal.SIGUSR2, submitit_handler)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGUSR2))
+    t0 = time.time()
+    try:
+        timer.start()
+        with pytest.raises(Requeued):
+            job(str(launch))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR2, before)
+        if pid_file.is_file():  # on SLURM the requeue ends the job's processes; here the test does
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert calls and calls[0] - t0 < 20  # not the child's 60 s teardown

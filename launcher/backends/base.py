@@ -2,7 +2,8 @@
 
 A backend turns planned runs into jobs. It never decides *whether* to submit (the manifest does that, from the
 run directories and `status()`), and it never blocks on a job: `status()` asks the backend what it knows now.
-Each run's job executes exactly `trainer_command(run_config_path)` (inside a container where configured); the
+Each run's job executes exactly `launcher.topology.launch_argv` for its topology (the trainer, or the trainer under
+`torch.distributed.run`; inside a container where configured); the
 run config it reads is the resolved config the launcher wrote to `runs/<sweep>/<run-id>/launch.yaml`, whose
 `output_dir` is the run directory.
 """
@@ -10,13 +11,13 @@ run config it reads is the resolved config the launcher wrote to `runs/<sweep>/<
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from launcher.sweep import PlannedRun, Sweep
+from launcher.topology import trainer_command as trainer_command
 
 JobState = Literal["pending", "running", "completed", "failed", "preempted", "cancelled", "unknown"]
 
@@ -36,11 +37,6 @@ class RunSpec:
     run: PlannedRun
     run_dir: Path
     config_path: Path  # runs/<sweep>/<run-id>/launch.yaml
-
-
-def trainer_command(config_path: str | Path, python: str | None = None) -> list[str]:
-    """The argv of a job: no shell, so every value reaches the trainer as one literal argument."""
-    return [python or sys.executable, "-m", "trainer", "run", "--config", str(config_path)]
 
 
 def shell_join(argv: Sequence[str]) -> str:

@@ -2,13 +2,13 @@
 
 What a run's task does, without a shell:
 
-    python -c <WRAPPER> /run/launch.yaml <nodes> <gpus> python -m trainer run --config /run/launch.yaml
+    python -c <WRAPPER> /run/launch.yaml <nodes> <ranks per node> <rendezvous port>
 
 The wrapper (a constant Python snippet) writes the run's resolved config, delivered in the env var
-`TK_RUN_CONFIG`, to /run/launch.yaml and execs the trainer argv. With more than one GPU it execs it under
-`torch.distributed.run` (`--standalone` on one node; on several nodes `--node_rank`/`--master_addr` come from
-the variables Beaker sets on replicas, `BEAKER_REPLICA_RANK` and `BEAKER_LEADER_REPLICA_HOSTNAME`). Every value
-stays one literal argv element. The config's `output_dir` is the task's result path /results, so the result
+`TK_RUN_CONFIG`, to /run/launch.yaml and execs `launcher.topology.launch_argv` for the run's topology: the trainer,
+or with world size > 1 the trainer under `torch.distributed.run` (on several nodes the node rank and the leader's
+host come from the variables Beaker sets on replicas, `BEAKER_REPLICA_RANK` and `BEAKER_LEADER_REPLICA_HOSTNAME`;
+the port is drawn from the run id, so all replicas agree). Every value stays one literal argv element. The config's `output_dir` is the task's result path /results, so the result
 dataset of a job holds the run directory (status.json, metrics.json, predicted_examples.jsonl, DONE);
 `pull()` copies it into the local run directory. NI data comes from a Beaker dataset mounted at /data when
 `backend.beaker.data_dataset` is set. Secrets are referenced by their Beaker secret NAME only.
@@ -60,9 +60,10 @@ from beaker import (
 )
 from beaker.types import BeakerDatasetFile
 
-from launcher.backends.base import Job, JobState, RunSpec, trainer_command
+from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import BeakerBackend as BeakerSettings
 from launcher.sweep import PlannedRun, Sweep
+from launcher.topology import Topology, port_from
 from ni.errors import ConfigError
 from ni.io import atomic_open
 
@@ -71,23 +72,21 @@ DATA_PATH = "/data"
 WEKA_ROOT = "/weka"  # a Weka bucket B is mounted at /weka/B, as elsewhere on Beaker
 LAUNCH_PATH = "/run/launch.yaml"
 CONFIG_ENV = "TK_RUN_CONFIG"
-MASTER_PORT = 29400
 EXIT_PREEMPTED = 75  # trainer.run.EXIT_PREEMPTED (not imported: keeps torch & co. out of the launcher)
 
-# argv: LAUNCH_PATH NNODES NPROC TRAINER_ARGV... ; rank and leader host come from Beaker's replica variables.
+# argv: LAUNCH_PATH NNODES RANKS_PER_NODE PORT. The launch itself is launcher.topology's (installed in the image),
+# the node rank and the leader's host come from Beaker's replica variables.
 WRAPPER = (
     "import os, pathlib, sys\n"
-    "path, nnodes, nproc, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]\n"
+    "from launcher.topology import Rendezvous, Topology, launch_argv\n"
+    "path, nnodes, nproc, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n"
     "pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)\n"
     f"pathlib.Path(path).write_text(os.environ['{CONFIG_ENV}'], encoding='utf-8')\n"
-    "if nnodes > 1:\n"
-    "    argv = [sys.executable, '-m', 'torch.distributed.run', f'--nnodes={nnodes}', f'--nproc_per_node={nproc}',\n"
-    "            '--node_rank=' + os.environ['BEAKER_REPLICA_RANK'],\n"
-    "            '--master_addr=' + os.environ['BEAKER_LEADER_REPLICA_HOSTNAME'],\n"
-    f"            '--master_port={MASTER_PORT}', *argv[1:]]\n"
-    "elif nproc > 1:\n"
-    "    argv = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',\n"
-    "            *argv[1:]]\n"
+    "topo = Topology(nnodes, nproc)\n"
+    "host = os.environ['BEAKER_LEADER_REPLICA_HOSTNAME'] if nnodes > 1 else '127.0.0.1'\n"
+    "rank = int(os.environ['BEAKER_REPLICA_RANK']) if nnodes > 1 else 0\n"
+    "argv = launch_argv(topo, path, python=sys.executable, node_rank=rank,\n"
+    "                   rendezvous=Rendezvous(host, port) if topo.distributed else None)\n"
     "os.execvp(argv[0], argv)\n"
 )
 
@@ -249,8 +248,11 @@ def data_mounts(run: PlannedRun, settings: BeakerSettings) -> list[BeakerDataMou
     return mounts or None
 
 
-def task_command(nodes: int, gpus: int) -> list[str]:
-    return ["python", "-c", WRAPPER, LAUNCH_PATH, str(nodes), str(gpus), *trainer_command(LAUNCH_PATH, python="python")]
+def task_command(run: PlannedRun) -> list[str]:
+    """The wrapper's argv; the rendezvous port is drawn from the run id (every replica gets the same one)."""
+    topo = Topology.of(run.resources)
+    return ["python", "-c", WRAPPER, LAUNCH_PATH, str(topo.nodes), str(topo.ranks_per_node),
+            str(port_from(f"beaker-{run.run_id}"))]
 
 
 def _context(settings: BeakerSettings, time_limit: str) -> BeakerTaskContext:
@@ -296,7 +298,11 @@ class BeakerBackend:
             raise ConfigError(f"{where}.workspace is required", hint="For example: workspace: ai2/tk-instruct")
         if not s.clusters:
             raise ConfigError(f"{where}.clusters is required (a list of cluster names)",
-                              hint="For example: clusters: [ai2/jupiter-cirrascale-2]")
+                              hint="For example: clusters: [ai2/jupiter]")
+        for env_name in s.multinode_env:
+            if env_name in s.env or env_name in s.secrets:
+                raise ConfigError(f"{where}: '{env_name}' is both in multinode_env and in env or secrets",
+                                  hint="Keep multi-node-only settings in multinode_env only.")
         for env_name in s.secrets:
             if env_name in s.env:
                 raise ConfigError(f"{where}: '{env_name}' is both in env and in secrets",
@@ -320,6 +326,8 @@ class BeakerBackend:
         run, res = spec.run, spec.run.resources
         env = [BeakerEnvVar(name=CONFIG_ENV, value=launch_config_yaml(run, s, sweep.name))]
         env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.env.items())]
+        if res.nodes > 1:
+            env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.multinode_env.items())]
         env += [BeakerEnvVar(name=k, secret=str(v)) for k, v in sorted(s.secrets.items())]
         task = BeakerTaskSpec(
             name=run.run_id,
@@ -327,15 +335,17 @@ class BeakerBackend:
             context=_context(s, res.time),
             result=BeakerResultSpec(path=RESULT_PATH),
             constraints=BeakerConstraints(cluster=list(s.clusters)),
-            command=task_command(res.nodes, res.gpus),
+            command=task_command(run),
             env_vars=env,
             datasets=data_mounts(run, s),
-            resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory)),
+            resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory),
+                                          shared_memory=s.shared_memory if res.world_size > 1 else None),
             timeout=_duration_seconds(res.time) * 1_000_000_000,
         )
         if res.nodes > 1:
             task = dataclasses.replace(task, replicas=res.nodes, leader_selection=True, host_networking=True,
-                                       propagate_failure=True, propagate_preemption=True)
+                                       propagate_failure=True, propagate_preemption=True,
+                                       synchronized_start_timeout=s.synchronized_start_timeout_s * 1_000_000_000)
         varied = ", ".join(f"{k}={v}" for k, v in run.varied.items())
         return BeakerExperimentSpec(
             version=BeakerSpecVersion.v2,

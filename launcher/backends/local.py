@@ -1,7 +1,11 @@
 """Local backend: runs on this machine, one after another or N at a time, optionally in `docker run`.
 
-GPUs are pinned per run with CUDA_VISIBLE_DEVICES when the machine has them. Ctrl-C sends SIGTERM to every
-running trainer (which checkpoints and exits), waits for them, and leaves resumable state behind.
+A run starts as `launcher.topology` says: world size 1 is the trainer, more is `torch.distributed.run` with its
+ranks per node -- several nodes are several agents here with different node ranks, all meeting at localhost on a
+free port. On a machine with GPUs each run gets exactly its GPUs (nodes x gpus of them, its own slice of
+CUDA_VISIBLE_DEVICES per node agent) and waits until they are free; without GPUs the ranks run on CPU (gloo).
+Ctrl-C sends SIGTERM to every running run (its agents forward it to the ranks, which checkpoint and exit), waits
+for them, and leaves resumable state behind.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import IO
 
-from launcher.backends.base import Job, JobState, RunSpec, shell_join, trainer_command
+from launcher.backends.base import Job, JobState, RunSpec, shell_join
 from launcher.sweep import Container, Sweep
+from launcher.topology import Rendezvous, Topology, free_port, launch_argv
 from ni.errors import ConfigError
 
 
@@ -29,16 +35,42 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
 
 
-def docker_command(container: Container, spec: RunSpec, gpus: list[str]) -> list[str]:
-    """`docker run` of the trainer image; the run directory is mounted at the same path inside."""
+def docker_command(container: Container, spec: RunSpec, gpus: list[str], inner: list[str]) -> list[str]:
+    """`docker run` of the trainer image (its entrypoint is python); the run directory is mounted at the same
+    path inside. Several ranks share memory (--ipc=host) and reach the rendezvous on localhost (--network=host)."""
     run_dir = str(spec.run_dir.resolve())
     argv = ["docker", "run", "--rm", "--init", "-v", f"{run_dir}:{run_dir}"]
     for mount in container.mounts:
         argv += ["-v", mount]
     if gpus:
         argv += ["--gpus", f"\"device={','.join(gpus)}\""]
+    if Topology.of(spec.run.resources).distributed:
+        argv += ["--ipc=host", "--network=host"]
     assert container.image is not None
-    return [*argv, container.image, *trainer_command(spec.config_path.resolve(), python="python")[1:]]
+    return [*argv, container.image, *inner[1:]]
+
+
+class GpuPool:
+    """The machine's GPUs, handed out whole to runs (each run gets its own) and returned when it ends."""
+
+    def __init__(self, gpus: list[str]):
+        self.free = list(gpus)
+        self.total = len(gpus)
+        self.cond = threading.Condition()
+
+    def take(self, n: int, stop: threading.Event) -> list[str] | None:
+        with self.cond:
+            while len(self.free) < n:
+                if stop.is_set():
+                    return None
+                self.cond.wait(0.5)
+            got, self.free = self.free[:n], self.free[n:]
+            return got
+
+    def give(self, gpus: list[str]) -> None:
+        with self.cond:
+            self.free += gpus
+            self.cond.notify_all()
 
 
 class LocalBackend:
@@ -47,13 +79,24 @@ class LocalBackend:
     def __init__(self, on_update: Callable[[], None] | None = None, on_start: Callable[[Job], None] | None = None):
         self.on_update = on_update
         self.on_start = on_start
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def commands(self, sweep: Sweep, spec: RunSpec, gpus: list[str], port: int | None = None) -> list[list[str]]:
+        """One argv per node of the run (node rank order); `gpus` is the run's whole slice, split between them."""
+        topo = Topology.of(spec.run.resources)
+        rdzv = Rendezvous("127.0.0.1", port if port is not None else free_port()) if topo.distributed else None
+        container = sweep.spec.backend.local.container
+        python = "python" if container.kind == "docker" else None
+        out = []
+        for rank in range(topo.nodes):
+            inner = launch_argv(topo, spec.config_path.resolve(), python=python, node_rank=rank, rendezvous=rdzv)
+            out.append(docker_command(container, spec, node_gpus(gpus, topo, rank), inner)
+                       if container.kind == "docker" else inner)
+        return out
 
     def command(self, sweep: Sweep, spec: RunSpec, gpus: list[str]) -> list[str]:
-        container = sweep.spec.backend.local.container
-        if container.kind == "docker":
-            return docker_command(container, spec, gpus)
-        return trainer_command(spec.config_path.resolve())
+        """The argv of a one-node run (node 0's of a multi-node one)."""
+        return self.commands(sweep, spec, gpus)[0]
 
     def check(self, sweep: Sweep) -> None:
         container = sweep.spec.backend.local.container
@@ -65,45 +108,47 @@ class LocalBackend:
                               hint="For example: image: tk-lab-trainer:<git-sha> (make image).")
 
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
-        return {f"{s.run.run_id}.local.sh": shell_join(self.command(sweep, s, [])) + "\n" for s in specs}
+        """One line per node agent; a distributed run's port (shown as 0) is a free one picked at its start."""
+        out = {}
+        for s in specs:
+            lines = [shell_join(argv) for argv in self.commands(sweep, s, [], port=0)]
+            if Topology.of(s.run.resources).distributed:
+                lines = ["# torch.distributed.run agents on this machine; --master_port: a free port at start", *lines]
+            out[f"{s.run.run_id}.local.sh"] = "\n".join(lines) + "\n"
+        return out
 
     def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
-        """Run everything now (blocking), `parallel` at a time; returns when all have ended."""
+        """Run everything now (blocking), `parallel` at a time, each with its own GPUs; returns when all ended."""
         parallel = sweep.spec.backend.local.parallel
-        gpus = visible_gpus()
-        per_run = max(1, len(gpus) // parallel) if gpus else 0
-        free = [gpus[i * per_run : (i + 1) * per_run] for i in range(parallel)] if gpus else [[] for _ in range(parallel)]
+        pool = GpuPool(visible_gpus())
+        if pool.total:
+            for s in specs:
+                need = run_gpus(s)
+                if need > pool.total:
+                    raise ConfigError(f"{sweep.path}: run {s.run.run_id} needs {need} GPUs (nodes x gpus), this "
+                                      f"machine has {pool.total}", hint="Lower resources.gpus or use SLURM/Beaker.")
         queue = list(specs)
         jobs: list[Job] = []
         lock = threading.Lock()
         stop = threading.Event()
 
-        def worker(slot: list[str]) -> None:
+        def worker() -> None:
             while not stop.is_set():
                 with lock:
                     if not queue:
                         return
                     spec = queue.pop(0)
-                env = dict(os.environ)
-                if slot:
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
-                log = open(spec.run_dir / "launcher.log", "ab")  # noqa: SIM115 -- closed below
+                gpus = pool.take(run_gpus(spec) if pool.total else 0, stop)
+                if gpus is None:
+                    return
                 try:
-                    proc = subprocess.Popen(self.command(sweep, spec, slot), stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
-                    job = Job(spec.run.run_id, f"local-{proc.pid}")
-                    with lock:
-                        self.procs[spec.run.run_id] = proc
-                        jobs.append(job)
-                        if self.on_start:
-                            self.on_start(job)
-                    proc.wait()
+                    self._run(sweep, spec, gpus, pool.total > 0, jobs, lock)
                 finally:
-                    log.close()
+                    pool.give(gpus)
                 if self.on_update:
                     self.on_update()
 
-        threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in free]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
         for t in threads:
             t.start()
         try:
@@ -119,6 +164,30 @@ class LocalBackend:
             raise
         return jobs
 
+    def _run(self, sweep: Sweep, spec: RunSpec, gpus: list[str], pin: bool, jobs: list[Job],
+             lock: threading.Lock) -> None:
+        """Start the run's node agents in one process group (node 0's pid is the job) and wait for all of them."""
+        topo = Topology.of(spec.run.resources)
+        log = open(spec.run_dir / "launcher.log", "ab")  # noqa: SIM115 -- closed below
+        try:
+            envs = []
+            for rank in range(topo.nodes):
+                env = dict(os.environ)
+                if pin:  # this node's GPUs only ("" for a CPU run on a GPU machine)
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(node_gpus(gpus, topo, rank))
+                envs.append(env)
+            procs = start_agents(self.commands(sweep, spec, gpus), envs, log)
+            job = Job(spec.run.run_id, f"local-{procs[0].pid}")
+            with lock:
+                self.procs[spec.run.run_id] = procs
+                jobs.append(job)
+                if self.on_start:
+                    self.on_start(job)
+            for proc in procs:
+                proc.wait()
+        finally:
+            log.close()
+
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
         out: dict[str, JobState] = {}
         for job in jobs:
@@ -131,16 +200,38 @@ class LocalBackend:
         return out
 
     def cancel(self, jobs: Sequence[Job]) -> None:
-        """SIGTERM: the trainer saves a checkpoint and exits, so the run resumes on the next submit."""
+        """SIGTERM to each run's process group: the trainer (or every rank, through its agent) saves a checkpoint
+        and exits, so the run resumes on the next submit."""
         for job in jobs:
             pid = int(job.job_id.removeprefix("local-"))
             try:
                 os.killpg(pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 continue
-        for proc in list(self.procs.values()):
+        for proc in [p for procs in list(self.procs.values()) for p in procs]:
             try:
-                proc.wait(timeout=120)
+                proc.wait(timeout=180)  # the agents give their ranks SHUTDOWN_GRACE_S to checkpoint
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def start_agents(argvs: Sequence[list[str]], envs: Sequence[dict[str, str]], log: IO[bytes]) -> list[
+        subprocess.Popen[bytes]]:
+    """Start a run's node agents in one process group of their own (out of the terminal's: Ctrl-C reaches the
+    launcher only), so one killpg of the first one's pid reaches every agent of the run."""
+    procs: list[subprocess.Popen[bytes]] = []
+    for argv, env in zip(argvs, envs, strict=True):
+        group = procs[0].pid if procs else 0
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=group))
+    return procs
+
+
+def run_gpus(spec: RunSpec) -> int:
+    return spec.run.resources.nodes * spec.run.resources.gpus
+
+
+def node_gpus(gpus: list[str], topology: Topology, node_rank: int) -> list[str]:
+    """Node `node_rank`'s share of a run's GPUs."""
+    per = len(gpus) // topology.nodes
+    return gpus[node_rank * per:(node_rank + 1) * per]
 

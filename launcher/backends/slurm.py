@@ -4,23 +4,25 @@ What is submitted is what `render` shows: both go through submitit's own `SlurmE
 (misspelled parameter names are rejected there, with the valid names listed) and its `_make_sbatch_string`.
 
 Each array task unpickles a `TrainerJob` (a `submitit.helpers.Checkpointable`) and calls it with the run's
-`launch.yaml`. It runs `trainer_command(config_path)` as a child process (no shell: every value is one argv
-element), inside a container where configured:
+`launch.yaml`. It runs `launcher.topology.launch_argv` for the run's topology as a child process (no shell: every
+value is one argv element), inside a container where configured:
 
 - pyxis: `srun --container-image=IMAGE --container-mounts=...` (submitit's `srun_args`), so submitit's own
   python and the trainer both run in the image (which must provide `python` with submitit installed);
 - apptainer: `apptainer exec [--nv] --bind ... --pwd REPO IMAGE python -m trainer run --config ...`.
 
 SIGTERM and SIGUSR2 are forwarded to the trainer, which saves a checkpoint and exits 75. After SIGUSR2 (what
-submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job then hands over to
-submitit's handler, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
-trainer resumes from its own newest complete checkpoint. Multi-node runs start one task per node that runs
-`torch.distributed.run` with GPUs-per-node processes, rendezvousing on the first host of the job.
+submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job hands over to
+submitit's handler as soon as the trainer's state is saved (status.json says preempted) or it has exited, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
+trainer resumes from its own newest complete checkpoint. A run of world size > 1 starts one task per node that runs
+`torch.distributed.run` with ranks-per-node processes, rendezvousing on the first node of the job (localhost on one
+node) at a port derived from the job id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -38,14 +40,14 @@ from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
-from launcher.backends.base import Job, JobState, RunSpec, trainer_command
+from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
+from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
 from ni.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
-RDZV_PORT = 29500
 EXIT_PREEMPTED = 75
 
 _STATES: dict[str, JobState] = {
@@ -98,6 +100,24 @@ def node_address(node: str) -> str:
     return m.group(1) if m else node
 
 
+def run_dir_of(config_path: str | os.PathLike[str]) -> Path:
+    """The run directory of a launch.yaml: its output_dir (the launcher writes the file into it)."""
+    import yaml
+
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        out = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("output_dir")
+        if out:
+            return Path(out)
+    return Path(config_path).parent
+
+
+def state_saved(status_json: Path) -> bool:
+    """The trainer has written its checkpoint after a stop signal (status.json says preempted)."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(status_json.read_text(encoding="utf-8")).get("state") == "preempted"
+    return False
+
+
 def after_exit(code: int, got: Sequence[int]) -> str:
     """What the wrapper makes of the trainer's exit: 'done'; 'requeue' after a USR2 (SLURM's notice before a
     preemption or the time limit), however the trainer ended -- exit 75 with its state saved, or killed by a second
@@ -112,27 +132,39 @@ def after_exit(code: int, got: Sequence[int]) -> str:
     return "failed"
 
 
+def rendezvous(nodes: int) -> Rendezvous:
+    """Where this job's ranks meet: the first node (localhost on one node), at a port every node derives from the
+    job id as submitit's TorchDistributedEnvironment does (MASTER_PORT, when set, wins)."""
+    host = _first_host() if nodes > 1 else "127.0.0.1"
+    if os.environ.get("MASTER_PORT"):
+        return Rendezvous(host, int(os.environ["MASTER_PORT"]))
+    job = os.environ.get("SLURM_JOB_ID")
+    return Rendezvous(host, port_from(job) if job else free_port())
+
+
 class TrainerJob(Checkpointable):
     """Runs one run's trainer in a child process; picklable (module-level, plain attributes)."""
 
     def __init__(self, container: Container | None = None, nodes: int = 1, gpus_per_node: int = 0,
-                 mounts: Sequence[str] = ()) -> None:
+                 mounts: Sequence[str] = (), ranks_per_node: int | None = None, grace_s: int = SHUTDOWN_GRACE_S) -> None:
         self.container = container.model_dump() if container is not None else Container().model_dump()
         self.nodes = nodes
         self.gpus_per_node = gpus_per_node
+        self.ranks_per_node = ranks_per_node or gpus_per_node or 1
         self.mounts = list(mounts)
+        self.grace_s = grace_s
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.nodes, self.ranks_per_node)
 
     def argv(self, config_path: str | os.PathLike[str], python: str | None = None, node_rank: int = 0,
-             master: str = "localhost") -> list[str]:
-        """The child's argv: the trainer (under torch.distributed.run for several nodes), in apptainer if set."""
+             rdzv: Rendezvous | None = None) -> list[str]:
+        """The child's argv: this node's part of the launch (launcher.topology), in apptainer if set."""
         kind, image = self.container["kind"], self.container["image"]
         py = "python" if kind == "apptainer" else (python or sys.executable)
-        if self.nodes > 1:
-            inner = [py, "-m", "torch.distributed.run", f"--nnodes={self.nodes}", f"--node_rank={node_rank}",
-                     f"--nproc_per_node={max(1, self.gpus_per_node)}", f"--master_addr={master}",
-                     f"--master_port={RDZV_PORT}", "-m", "trainer", "run", "--config", str(config_path)]
-        else:
-            inner = trainer_command(str(config_path), python=py)
+        inner = launch_argv(self.topology, str(config_path), python=py, node_rank=node_rank, rendezvous=rdzv,
+                            grace_s=getattr(self, "grace_s", SHUTDOWN_GRACE_S))
         if kind != "apptainer":
             return inner
         prefix = ["apptainer", "exec"] + (["--nv"] if self.gpus_per_node else [])
@@ -142,8 +174,8 @@ class TrainerJob(Checkpointable):
 
     def __call__(self, config_path: str) -> int:
         node_rank = int(os.environ.get("SLURM_NODEID", "0"))
-        master = _first_host() if self.nodes > 1 else "localhost"
-        argv = self.argv(config_path, node_rank=node_rank, master=master)
+        rdzv = rendezvous(self.nodes) if self.topology.distributed else None
+        argv = self.argv(config_path, node_rank=node_rank, rdzv=rdzv)
         print("+ " + " ".join(shlex.quote(a) for a in argv), flush=True)
         got: list[int] = []
         proc = subprocess.Popen(argv)
@@ -154,17 +186,19 @@ class TrainerJob(Checkpointable):
                 proc.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR2)}
+        status = run_dir_of(config_path) / "status.json"
+        code: int | None = None
         try:
-            while True:
+            while code is None:
                 try:
-                    code = proc.wait()
-                    break
-                except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
-                    continue
+                    code = proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    if signal.SIGUSR2 in got and state_saved(status):
+                        break  # requeue now, while the job still has time; the trainer is only tearing down
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-        outcome = after_exit(code, got)
+        outcome = "requeue" if code is None else after_exit(code, got)
         if outcome == "done":
             return 0
         if outcome == "requeue":
@@ -240,10 +274,13 @@ class SlurmBackend:
             "mem_gb": memory_gb(res.memory),
             "timeout_min": time_minutes(res.time),
             "array_parallelism": s.array_parallelism,
-            "wckey": "",
-            "additional_parameters": {"chdir": str(REPO)},
+            "wckey": s.wckey,
+            "signal_delay_s": s.signal_delay_s,
+            "additional_parameters": {**s.additional_parameters, "chdir": str(REPO)},
         }
-        if res.gpus:
+        if res.gpus and s.gres_style == "gres":
+            params["gres"] = f"gpu:{res.gpus}"
+        elif res.gpus:
             params["gpus_per_node"] = res.gpus
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(s, key) is not None:
@@ -268,7 +305,7 @@ class SlurmBackend:
     def job_callable(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec]) -> TrainerJob:
         s = sweep.spec.backend.slurm
         mounts = self._mounts(s, specs) if s.container.kind == "apptainer" else []
-        return TrainerJob(s.container, res.nodes, res.gpus, mounts)
+        return TrainerJob(s.container, res.nodes, res.gpus, mounts, res.ranks_per_node, s.signal_delay_s)
 
     def max_array_size(self, sweep: Sweep, ask_cluster: bool) -> int:
         if sweep.spec.backend.slurm.max_array_size is not None:

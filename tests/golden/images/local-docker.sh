@@ -1,1 +1,2 @@
-docker run --rm --init -v {TMP}/runs/containerised/{RUN_ID}:{TMP}/runs/containerised/{RUN_ID} -v /scratch/hf:/cache/huggingface tk-lab-trainer:3f9c2ab -m trainer run --config {TMP}/runs/containerised/{RUN_ID}/launch.yaml
+# torch.distributed.run agents on this machine; --master_port: a free port at start
+docker run --rm --init -v {TMP}/runs/containerised/{RUN_ID}:{TMP}/runs/containerised/{RUN_ID} -v /scratch/hf:/cache/huggingface --ipc=host --network=host tk-lab-trainer:3f9c2ab -m torch.distributed.run --nnodes=1 --node_rank=0 --nproc_per_node=2 --master_addr=127.0.0.1 --master_port=0 --signals_to_handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2 --shutdown_timeout=120 -m trainer run --config {TMP}/runs/containerised/{RUN_ID}/launch.yaml

@@ -12,7 +12,7 @@
 #SBATCH --open-mode=append
 #SBATCH --output={TMP}/runs/containerised/.submitit/%j_0_log.out
 #SBATCH --partition=gpu
-#SBATCH --signal=USR2@90
+#SBATCH --signal=USR2@120
 #SBATCH --time=240
 #SBATCH --wckey=''
 

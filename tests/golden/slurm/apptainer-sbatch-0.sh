@@ -12,7 +12,7 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --open-mode=append
 #SBATCH --output={RUNS}/appt/.submitit/%A_%a_0_log.out
-#SBATCH --signal=USR2@90
+#SBATCH --signal=USR2@120
 #SBATCH --time=720
 #SBATCH --wckey=''
 

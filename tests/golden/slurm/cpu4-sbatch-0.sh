@@ -14,7 +14,7 @@
 #SBATCH --output={RUNS}/cpu4/.submitit/%A_%a_0_log.out
 #SBATCH --partition=debug
 #SBATCH --qos=normal
-#SBATCH --signal=USR2@90
+#SBATCH --signal=USR2@120
 #SBATCH --time=30
 #SBATCH --wckey=''
 

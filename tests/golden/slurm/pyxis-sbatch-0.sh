@@ -14,7 +14,7 @@
 #SBATCH --open-mode=append
 #SBATCH --output={RUNS}/pyxis/.submitit/%A_%a_0_log.out
 #SBATCH --partition=gpu
-#SBATCH --signal=USR2@90
+#SBATCH --signal=USR2@120
 #SBATCH --time=1440
 #SBATCH --wckey=''
 

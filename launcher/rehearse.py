@@ -1,0 +1,250 @@
+"""`python -m launcher rehearse SWEEP`: every run of the real sweep, at toy scale, with its real topology.
+
+What stays as the sweep says: nodes, ranks per node (world size), DeepSpeed stage and offload, per-device batch,
+gradient accumulation (effective batch), precision, encodings, seed, do_train/do_predict. What shrinks: the model
+(`tiny`, a random T5 built from the data), the data (the embedded dataset), the steps (a few, a checkpoint every
+two). Every rank runs on CPU (gloo); several nodes are several torch.distributed.run agents on this machine.
+
+Each run is started, stopped with SIGTERM once a checkpoint is complete (the trainer saves and exits 75; under
+torch.distributed.run the agent forwards the signal and exits 1, the run directory says "preempted"), started again,
+and must resume from that checkpoint, finish, and write one complete predictions file. One line per run; the exit
+code is 1 if any run fails a check. Runs go to RUNS_ROOT/<sweep>/<run id of the real run>, away from real runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from launcher.backends.base import RunSpec
+from launcher.backends.local import LocalBackend, start_agents
+from launcher.sweep import PlannedRun, Sweep
+from launcher.topology import Topology
+from ni.io import atomic_open
+from trainer.config import RunConfig, apply_overrides, validate_config
+
+STEPS = 4
+TOY = {
+    "model.name_or_path": "tiny", "model.tokenizer": None, "data.root": None, "data.track": "default",
+    "data.max_instances_per_task": 8, "data.max_instances_per_eval_task": 2, "data.max_dev_instances_per_task": 2,
+    "data.task_limit": None, "data.max_source_length": 128, "data.max_target_length": 16,
+    "optim.max_steps": STEPS, "optim.warmup_steps": 0,
+    "checkpoint.every_steps": 2, "checkpoint.keep_last": 2, "checkpoint.dir": None,
+    "eval.every_steps": None, "eval.dense_until": 0, "eval.dense_every": 0, "eval.batch_size": 4,
+    "eval.max_new_tokens": 4, "logging.progress": False, "logging.wandb": False, "logging.tensorboard": False,
+    "logging.every_steps": 1,
+}
+STEP_DELAY_S = "1.5"  # the first attempt's pace, so the stop lands after a checkpoint and before the end
+
+
+def toy_config(cfg: RunConfig, source: str) -> RunConfig:
+    """The run's config at toy scale: its topology and recipe kept, model/data/steps shrunk (see TOY)."""
+    baseline = cfg.model.name_or_path.startswith("baseline:")  # a baseline stays itself, on the embedded data
+    overrides = [f"{k}={orjson.dumps(v).decode()}" for k, v in TOY.items() if not (baseline and k.startswith("model."))]
+    return validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides, source), source)
+
+
+@dataclass
+class Result:
+    run: PlannedRun
+    ok: bool = True
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, why: str) -> None:
+        self.ok = False
+        self.notes.append(why)
+
+    def line(self) -> str:
+        f = self.facts
+        parts = [self.run.run_id, "ok  " if self.ok else "FAIL",
+                 f"world {f.get('world_size', '?')}/{self.run.resources.world_size}",
+                 f"nodes {self.run.resources.nodes}x{self.run.resources.ranks_per_node}",
+                 f"zero {self.run.config.deepspeed.stage}{'+offload' if self.run.config.deepspeed.offload else ''}",
+                 f"eff.batch {f.get('effective_batch', '?')}", f"steps {f.get('steps', '?')}",
+                 f"resume {f.get('resume', 'no')}", f"predictions {f.get('predictions', 'none')}",
+                 f"{f.get('seconds', 0):.0f}s"]
+        varied = " ".join(f"{k}={v}" for k, v in self.run.varied.items())
+        return "  ".join(parts) + (f"  [{varied}]" if varied else "") + "".join(f"\n    {n}" for n in self.notes)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _log_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _checkpoint_complete(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*/COMPLETE"))
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    return "\n      ".join(lines[-n:])
+
+
+class LocalRehearsal:
+    """Runs a rehearsal run on this machine with the local backend's launch (one agent per node)."""
+
+    def __init__(self, sweep: Sweep, timeout_s: float):
+        self.sweep, self.timeout_s, self.local = sweep, timeout_s, LocalBackend()
+
+    def start(self, spec: RunSpec, delay: str | None) -> list[subprocess.Popen[bytes]]:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
+        if delay:
+            env["TK_DEBUG_STEP_DELAY"] = delay
+        nodes = spec.run.resources.nodes
+        with open(spec.run_dir / "launcher.log", "ab") as log:
+            return start_agents(self.local.commands(self.sweep, spec, []), [env] * nodes, log)
+
+    def wait(self, procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[int | None]:
+        deadline = time.time() + timeout
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(1.0, deadline - time.time()))
+        return [p.poll() for p in procs]
+
+    def stop(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        os.killpg(procs[0].pid, signal.SIGTERM)
+
+    def kill(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(procs[0].pid, signal.SIGKILL)
+                break
+
+    def rehearse(self, spec: RunSpec, result: Result) -> None:
+        run_dir = spec.run_dir
+        topo = Topology.of(spec.run.resources)
+        # 1st attempt, slowed down: stopped by SIGTERM as soon as a checkpoint is complete
+        procs = self.start(spec, STEP_DELAY_S if spec.run.config.do_train else None)
+        deadline = time.time() + self.timeout_s
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if spec.run.config.do_train and _checkpoint_complete(run_dir):
+                self.stop(procs)
+                break
+            time.sleep(0.3)
+        codes = self.wait(procs, max(60.0, deadline - time.time()))
+        if None in codes:
+            self.kill(procs)
+            result.fail(f"first attempt did not end in time; log:\n      {_tail(run_dir / 'launcher.log')}")
+            return
+        status = _read_json(run_dir / "status.json")
+        if spec.run.config.do_train:
+            want = 75 if not topo.distributed else 1  # torch.distributed.run exits 1 once it forwarded a signal
+            if status.get("state") != "preempted" or codes[0] != want:
+                result.fail(f"stop after a checkpoint: exit {codes}, state {status.get('state')!r} (want exit {want}, "
+                            f"'preempted'); log:\n      {_tail(run_dir / 'launcher.log')}")
+                return
+            result.facts["stopped_at"] = status.get("step")
+        # 2nd attempt: must resume and finish
+        procs = self.start(spec, None)
+        codes = self.wait(procs, self.timeout_s)
+        if None in codes:
+            self.kill(procs)
+        if codes != [0] * len(codes):
+            result.fail(f"second attempt: exit {codes}; log:\n      {_tail(run_dir / 'launcher.log')}")
+
+
+def check_run(spec: RunSpec, result: Result) -> None:
+    """What the run directory must show after the rehearsal: the planned world size, a resume, a full finish."""
+    run, run_dir = spec.run, spec.run_dir
+    status = _read_json(run_dir / "status.json")
+    cfg = run.config
+    world = status.get("world_size")
+    result.facts["world_size"] = world
+    if world != run.resources.world_size:
+        result.fail(f"the trainer saw world size {world}, the sweep plans {run.resources.world_size}")
+    accum = status.get("grad_accum", cfg.optim.grad_accum)
+    per_device = status.get("per_device_batch_size", cfg.optim.per_device_batch_size)
+    result.facts["effective_batch"] = status.get("effective_batch_size", per_device * (world or 0) * accum)
+    if status.get("state") != "completed" or not (run_dir / "DONE").is_file():
+        result.fail(f"state {status.get('state')!r}{': ' + str(status['error']) if status.get('error') else ''}")
+    records = _log_records(run_dir)
+    if cfg.do_train:
+        steps = [r["step"] for r in records if "loss" in r and "step" in r]
+        result.facts["steps"] = max(steps, default=0)
+        if result.facts["steps"] != STEPS:
+            result.fail(f"trained {result.facts['steps']} steps, want {STEPS}")
+        resumed = [r for r in records if r.get("event") == "resumed"]
+        if resumed:
+            result.facts["resume"] = f"ok@{resumed[0].get('step')}"
+        else:
+            result.fail("the second attempt did not resume from the checkpoint (no 'resumed' in train_log.jsonl)")
+    else:
+        result.facts["steps"], result.facts["resume"] = 0, "n/a"
+    if cfg.do_predict:
+        metrics = _read_json(run_dir / "metrics.json")
+        path = run_dir / "predicted_examples.jsonl"
+        rows = [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.is_file() else []
+        ids = {r.get("id") for r in rows}
+        n = metrics.get("num_examples")
+        result.facts["predictions"] = f"{len(rows)}/{n}" + (" complete" if rows and len(ids) == len(rows) == n else "")
+        if not (rows and len(ids) == len(rows) == n):
+            result.fail(f"predictions: {len(rows)} rows, {len(ids)} distinct ids, metrics say {n}")
+
+
+def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
+    specs = []
+    for run in sweep.runs[:limit] if limit else sweep.runs:
+        run_dir = root / sweep.name / run.run_id
+        toy = toy_config(run.config, f"{sweep.path} (rehearsal of {run.run_id})")
+        toy = toy.model_copy(update={"output_dir": str(run_dir.resolve())})
+        rehearsed = PlannedRun(run.run_id, run.varied, toy, run.resources, run.variant, run.overrides)
+        if run_dir.exists():  # a rehearsal starts afresh
+            import shutil
+
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        spec = RunSpec(rehearsed, run_dir, run_dir / "launch.yaml")
+        with atomic_open(spec.config_path) as fh:
+            fh.write(toy.to_yaml())
+        specs.append(spec)
+    return specs
+
+
+def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900) -> int:
+    specs = prepare(sweep, root, limit)
+    print(f"{sweep.name}: rehearsing {len(specs)} of {len(sweep.runs)} runs (tiny model, embedded data, {STEPS} steps, "
+          f"CPU/gloo) in {root / sweep.name}", flush=True)
+    _build_tiny_model()
+    results = []
+    runner = LocalRehearsal(sweep, timeout_s)
+    for spec in specs:
+        result = Result(spec.run)
+        t0 = time.time()
+        runner.rehearse(spec, result)
+        check_run(spec, result)
+        result.facts["seconds"] = time.time() - t0
+        print(result.line(), flush=True)
+        results.append(result)
+    failed = [r for r in results if not r.ok]
+    print(f"{sweep.name}: {len(results) - len(failed)} of {len(results)} runs rehearsed ok"
+          + (f"; failed: {', '.join(r.run.run_id for r in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _build_tiny_model() -> None:
+    """Once, before any rank: every rank of every run then loads the same cached tiny model."""
+    from ni.synthetic import ensure_default_data
+    from trainer.run import resolve_model_path
+
+    resolve_model_path("tiny", str(ensure_default_data()))

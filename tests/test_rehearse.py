@@ -1,0 +1,101 @@
+"""`python -m launcher rehearse`: the real sweeps at toy scale keep their topology; a rehearsal really stops a run
+after a checkpoint, resumes it and checks the result; its checks fail on a run directory that is wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.rehearse import STEPS, Result, check_run, prepare, toy_config
+from launcher.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["encodings", "models", "lr_batch", "instances", "num_tasks"])
+def test_toy_configs_keep_the_topology_and_the_recipe(name: str) -> None:
+    sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+    for run in sweep.runs:
+        toy = toy_config(run.config, "t")
+        assert toy.model.name_or_path == "tiny" and toy.data.root is None and toy.optim.max_steps == STEPS
+        assert toy.world_size == run.config.world_size == run.resources.world_size
+        assert toy.deepspeed == run.config.deepspeed and toy.precision == run.config.precision
+        for key in ("per_device_batch_size", "grad_accum", "lr", "schedule"):
+            assert getattr(toy.optim, key) == getattr(run.config.optim, key), key
+        assert (toy.data.train_encoding, toy.data.test_encoding) == (run.config.data.train_encoding,
+                                                                      run.config.data.test_encoding)
+        assert toy.seed == run.config.seed and toy.data.track == "default"  # the embedded data has no xlingual
+
+
+def test_baselines_stay_baselines() -> None:
+    runs = [r for r in load_sweep(REPO / "sweeps" / "baselines.yaml").runs
+            if r.config.model.name_or_path.startswith("baseline:")]
+    assert len(runs) >= 3
+    for run in runs:
+        toy = toy_config(run.config, "t")
+        assert toy.model == run.config.model and toy.data.root is None
+
+
+def test_prepare_writes_each_run_apart_from_real_runs(tmp_path: Path) -> None:
+    sweep = load_sweep(REPO / "sweeps" / "models.yaml")
+    specs = prepare(sweep, tmp_path, limit=2)
+    assert [s.run.run_id for s in specs] == [r.run_id for r in sweep.runs[:2]]  # named after the real runs
+    for s in specs:
+        written = s.config_path.read_text()
+        assert s.run_dir == tmp_path / "models" / s.run.run_id and f"output_dir: {s.run_dir.resolve()}" in written
+
+
+def test_checks_fail_on_a_wrong_run_directory(tmp_path: Path) -> None:
+    sweep = load_sweep(REPO / "sweeps" / "models.yaml")
+    (spec,) = prepare(sweep, tmp_path, limit=1)  # world size 2
+    d = spec.run_dir
+    (d / "status.json").write_text(json.dumps({"state": "completed", "world_size": 1}))
+    (d / "DONE").write_text("")
+    (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2)))
+    (d / "metrics.json").write_text(json.dumps({"num_examples": 3}))
+    (d / "predicted_examples.jsonl").write_text(json.dumps({"id": "a"}) + "\n" + json.dumps({"id": "a"}) + "\n")
+    result = Result(spec.run)
+    check_run(spec, result)
+    assert not result.ok
+    text = "\n".join(result.notes)
+    assert "world size 1, the sweep plans 2" in text and f"trained 2 steps, want {STEPS}" in text
+    assert "did not resume" in text and "2 rows, 1 distinct ids, metrics say 3" in text
+    assert "FAIL" in result.line()
+
+
+@pytest.mark.slow
+def test_rehearse_two_nodes_checkpoint_resume_predict(tmp_path: Path) -> None:
+    """A two-node run (two torch.distributed.run agents here), stopped after a checkpoint, resumed, checked."""
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text(f"name: two\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "set: {optim.per_device_batch_size: 2, optim.grad_accum: 2}\n"
+                     "resources: {nodes: 2, procs_per_node: 1, cpus: 1, memory: 2G}\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "launcher", "rehearse", str(sweep), "--runs-root", str(tmp_path / "rh")],
+                       cwd=REPO, capture_output=True, text=True, timeout=1500)
+    print(f"rehearse of one 2-node run: {time.time() - t0:.0f}s\n{r.stdout}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith(load_sweep(sweep).runs[0].run_id)]
+    assert " ok " in line and "world 2/2" in line and "nodes 2x1" in line and f"steps {STEPS}" in line
+    assert "resume ok@" in line and "complete" in line and "eff.batch 8" in line
+    assert "1 of 1 runs rehearsed ok" in r.stdout
+
+
+
+
+def test_rehearse_unknown_run_or_limit_is_one_line(tmp_path: Path) -> None:
+    from launcher import cli
+    from ni.errors import ConfigError
+
+    sweep = str(REPO / "sweeps" / "models.yaml")
+    with pytest.raises(ConfigError, match="no run nope in this sweep") as e:
+        cli.main(["rehearse", sweep, "--run", "nope", "--runs-root", str(tmp_path)])
+    assert "For example: --run " in (e.value.hint or "")
+    with pytest.raises(ConfigError, match="--limit 0"):
+        cli.main(["rehearse", sweep, "--limit", "0", "--runs-root", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing written
