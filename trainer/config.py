@@ -81,6 +81,8 @@ class OptimConfig(_Strict):
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0
     group_by_length: bool = True
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory for ~30% more compute")
 
 
 class DeepSpeedConfig(_Strict):
@@ -153,6 +155,7 @@ class RunConfig(_Strict):
         d["checkpoint"].pop("dir")
         d.pop("name")
         d["logging"] = {}
+        d["optim"].pop("gradient_checkpointing")  # memory against compute; the same gradients
         return d
 
     def digest(self) -> str:

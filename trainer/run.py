@@ -59,8 +59,9 @@ def deepspeed_plugin(cfg: RunConfig, mixed_precision: str) -> Any:
     return DeepSpeedPlugin(hf_ds_config=ds)
 
 
-def load_model(name_or_path: str) -> Any:
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+def load_model_config(name_or_path: str) -> Any:
+    """The model's config alone (no weights): enough to choose the precision before the Accelerator exists."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
@@ -72,7 +73,32 @@ def load_model(name_or_path: str) -> Any:
             f"model '{name_or_path}' is not a seq2seq (encoder-decoder) model (model_type={config.model_type})",
             hint="For example: google/t5-base-lm-adapt or allenai/tk-instruct-3b-def.",
         )
-    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    return config
+
+
+def load_model(name_or_path: str, gradient_checkpointing: bool = False) -> Any:
+    """The weights. Call it after the Accelerator is built: with a ZeRO-3 plugin accelerate has registered the
+    DeepSpeed config with transformers, so `from_pretrained` loads each rank's partition (deepspeed.zero.Init)
+    instead of a full fp32 copy per rank."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    load_model_config(name_or_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False  # the decoder cache is useless (and warned about) while training
+    return model
+
+
+def accelerator_kwargs(cfg: RunConfig, cuda: bool) -> dict[str, Any]:
+    """Arguments of Accelerator beyond precision and plugins. On a CPU machine DeepSpeed ranks need gloo named
+    explicitly: otherwise accelerate finds no backend for a non-`cpu` state and every rank believes it is alone
+    (world size 1, rank 0) while DeepSpeed itself runs two."""
+    if cuda or cfg.deepspeed.stage == 0:
+        return {"cpu": not cuda}
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return {"cpu": False, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
 
 
 def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:
@@ -105,8 +131,7 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
     model_path = resolve_model_path(cfg.model.name_or_path, root)
-    model = load_model(model_path)
-    mixed = resolve_precision(cfg, model.config.model_type)
+    mixed = resolve_precision(cfg, load_model_config(model_path).model_type)
     import torch
 
     trackers = [name for name, on in (("tensorboard", cfg.logging.tensorboard), ("wandb", cfg.logging.wandb)) if on]
@@ -114,12 +139,12 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         os.environ.setdefault("WANDB_MODE", "offline")  # no key: log locally, `wandb sync` later
         os.environ.setdefault("WANDB_DIR", str(run.path / "tracking"))
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available() and cfg.deepspeed.stage == 0,
         mixed_precision=mixed,
         gradient_accumulation_steps=cfg.optim.grad_accum,
         deepspeed_plugin=deepspeed_plugin(cfg, mixed),
         log_with=trackers or None,
         project_dir=str(run.path / "tracking"),
+        **accelerator_kwargs(cfg, torch.cuda.is_available()),
     )
     if cfg.world_size is not None and accelerator.num_processes != cfg.world_size:
         raise ConfigError(
@@ -151,6 +176,7 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
+        model = load_model(model_path, cfg.optim.gradient_checkpointing and cfg.do_train)
         tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
         eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
                                    seed=cfg.seed) if cfg.do_predict else None
