@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
 from trainer.rundir import PARTIAL_PREDICTIONS, RunDir
-from trainer.train import StopFlag, train
+from trainer.train import StopFlag, batch_fields, train
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
@@ -27,17 +28,42 @@ def default_output_dir(cfg: RunConfig) -> Path:
     return Path("runs") / "local" / f"{cfg.name}-{cfg.digest()[:10]}"
 
 
-def resolve_precision(cfg: RunConfig, model_type: str) -> str:
-    """accelerate's mixed_precision value: bf16 where the GPU supports it, fp32 on CPU; never fp16 for T5."""
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: tuple[int, int]
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.capability >= (8, 0)  # Ampere and newer; older GPUs only emulate bf16 (many times slower)
+
+
+def local_gpu() -> Gpu | None:
     import torch
 
+    if not torch.cuda.is_available():
+        return None
+    cap = torch.cuda.get_device_capability()
+    return Gpu(torch.cuda.get_device_name(), (int(cap[0]), int(cap[1])))
+
+
+def resolve_precision(cfg: RunConfig, model_type: str, gpu: Gpu | None | str = "detect") -> str:
+    """accelerate's mixed_precision value: bf16 where the GPU computes it natively, fp32 on CPU; never fp16 for
+    T5, never emulated bf16. `gpu`: the device to decide for (None: no GPU); detected by default."""
     if cfg.precision == "fp16" and model_type in {"t5", "mt5", "umt5", "longt5"}:
         raise ConfigError(
             f"precision fp16 with a {model_type} model: T5 activations overflow in fp16 (NaN losses)",
             hint="Use precision: bf16 on GPUs that support it, or fp32.",
         )
+    device = local_gpu() if isinstance(gpu, str) else gpu
     if cfg.precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if device is not None and device.native_bf16 else "no"
+    if cfg.precision == "bf16" and device is not None and not device.native_bf16:
+        raise ConfigError(
+            f"precision bf16: {device.name} (compute capability {device.capability[0]}.{device.capability[1]}) has no "
+            "native bf16; it would be emulated, many times slower",
+            hint="Use precision: fp32 (or auto) on this GPU, or GPUs of compute capability 8.0+ (A100, H100, L40).",
+        )
     return {"fp32": "no"}.get(cfg.precision, cfg.precision)
 
 
@@ -130,6 +156,11 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     root = cfg.data.root or str(_embedded_data())
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
+    try:  # optim.effective_batch_size without a planned world size: the accumulation follows the ranks started
+        cfg = cfg.for_world_size(cfg.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError as e:
+        raise ConfigError(f"{run.path}: {e}",
+                          hint="Choose an effective batch divisible by per-device batch x ranks, or start other ranks.") from None
     model_path = resolve_model_path(cfg.model.name_or_path, root)
     mixed = resolve_precision(cfg, load_model_config(model_path).model_type)
     import torch
@@ -169,7 +200,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     stop.install()
     t0 = time.time()
     if main:
-        run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes,
+        run.set_status("running", attempt=run.status().get("attempt", 0) + 1,
+                       **batch_fields(cfg, accelerator.num_processes),
                        distributed_type=str(accelerator.distributed_type.value), mixed_precision=mixed,
                        device=accelerator.device.type)
     try:
