@@ -209,6 +209,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
 
         set_seed(cfg.seed)
         model = load_model(model_path, cfg.optim.gradient_checkpointing and cfg.do_train)
+        if main:  # ZeRO-3 loads each rank's partition only (deepspeed.zero.Init marks those parameters with ds_id)
+            run.set_status("running", loaded_partitioned=any(hasattr(p, "ds_id") for p in model.parameters()))
         tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
         eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
                                    seed=cfg.seed) if cfg.do_predict else None

@@ -88,8 +88,10 @@ def _optimizer(model: Any, cfg: RunConfig) -> Any:
     no_decay: list[Any] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            ndim = len(getattr(p, "ds_shape", p.shape))  # a ZeRO-3 partition is flat: its full shape is ds_shape
+            (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]  # DeepSpeed drops empty groups; the scheduler must see the same
     return torch.optim.AdamW(groups, lr=cfg.optim.lr)
 
 
