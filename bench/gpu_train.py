@@ -96,7 +96,6 @@ def main() -> int:
     params = sum(getattr(q, "ds_numel", q.numel()) for q in model.parameters())
     if a.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        model.config.use_cache = False
     rng = random.Random(0)
     n = a.batch_size * accelerator.num_processes * (total + 2)
     data = Encoded(ids=[str(i) for i in range(n)], tasks=["t"] * n,

@@ -94,3 +94,22 @@ def test_bf16_on_a_gpu_without_native_bf16_is_refused_in_one_line() -> None:
                                           r"native bf16") as e:
         resolve_precision(c, "t5", V100)
     assert "\n" not in str(e.value) and "fp32" in (e.value.hint or "")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model) -> None:
+    import torch
+
+    from trainer.run import load_model
+
+    grads = []
+    for checkpointing in (False, True):
+        model = load_model(str(tiny_model), checkpointing)
+        assert model.is_gradient_checkpointing == checkpointing
+        model.train()
+        torch.manual_seed(0)  # the same dropout masks (checkpointing replays the RNG state)
+        ids = torch.tensor([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]])
+        loss = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=torch.tensor([[11, 12, 1], [13, 1, -100]])).loss
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

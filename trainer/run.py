@@ -111,8 +111,7 @@ def load_model(name_or_path: str, gradient_checkpointing: bool = False) -> Any:
     load_model_config(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False  # the decoder cache is useless (and warned about) while training
+        model.gradient_checkpointing_enable()  # transformers turns the decoder cache off in training mode only
     return model
 
 
