@@ -31,14 +31,15 @@ step() { echo; echo "== $*"; }
 
 step "1. training, $SHAPE shape, bf16 where native, plain Accelerate (1 GPU)"
 "$PY" bench/gpu_train.py --shape "$SHAPE" --stage 0 --steps "$STEPS" --warmup "$WARMUP" --batch-size "$BATCH" \
-    | tee "$OUT/train-stage0.json"
+    --out "$OUT/train-stage0.json"
 
 if "$PY" -c 'import deepspeed' 2>/dev/null; then
     for stage in 2 3; do
         step "2. training, $SHAPE shape, DeepSpeed ZeRO-$stage (1 rank)"
         "$PY" -m torch.distributed.run --nproc_per_node 1 --master_port $((29600 + stage)) bench/gpu_train.py \
-            --shape "$SHAPE" --stage "$stage" --steps "$STEPS" --warmup "$WARMUP" --batch-size "$BATCH" 2>"$OUT/zero$stage.err" \
-            | tee "$OUT/train-stage$stage.json" || { echo "ZeRO-$stage failed:"; tail -20 "$OUT/zero$stage.err"; exit 1; }
+            --shape "$SHAPE" --stage "$stage" --steps "$STEPS" --warmup "$WARMUP" --batch-size "$BATCH" \
+            --out "$OUT/train-stage$stage.json" 2>"$OUT/zero$stage.err" \
+            || { echo "ZeRO-$stage failed:"; tail -20 "$OUT/zero$stage.err"; exit 1; }
     done
 else
     step "2. DeepSpeed is not installed here (scripts/install.sh --deepspeed): ZeRO-2/3 skipped"

@@ -62,6 +62,7 @@ def main() -> int:
     p.add_argument("--target-length", type=int, default=128)
     p.add_argument("--vocab", type=int, default=32128)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--out", type=Path, help="also write the JSON line here (stdout carries DeepSpeed's chatter too)")
     a = p.parse_args()
     if a.shape == "tiny":
         a.source_length, a.target_length, a.vocab = min(a.source_length, 64), min(a.target_length, 16), 256
@@ -128,6 +129,8 @@ def main() -> int:
               "loaded_partitioned": partitioned, "gradient_checkpointing": a.gradient_checkpointing}
     if accelerator.is_main_process:
         print(json.dumps(result))
+        if a.out is not None:
+            a.out.write_text(json.dumps(result) + "\n")
     accelerator.end_training()
     return 0
 
