@@ -1,6 +1,7 @@
 """Training and prediction throughput: our trainer vs transformers' Seq2SeqTrainer (the original's way).
 
-    python bench/bench_trainer.py [--data ../shared/ni-sample] [--steps 30] [--batch-size 8]
+    python bench/bench_trainer.py [--data ../shared/ni-sample|synthetic] [--steps 30] [--batch-size 8]
+                                  [--their-batch-size 8] [--skip-training]
 
 A tiny T5 (trainer.tiny) trained on the data's text, the default track, `instruct_pos_2_input`. Both sides start
 from a fresh copy of the same saved model, same seed, lr, batch size, optimizer (plain torch AdamW, constant lr,
@@ -120,7 +121,8 @@ def hf_trainer(a: argparse.Namespace, model: Any, tok: Any, tmp: Path, train_set
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(
-        output_dir=str(tmp / "hf"), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.batch_size,
+        output_dir=str(tmp / "hf"), per_device_train_batch_size=a.batch_size,
+        per_device_eval_batch_size=a.their_batch_size or a.batch_size,
         learning_rate=a.lr, lr_scheduler_type="constant", max_steps=a.steps + 1, max_grad_norm=1.0, weight_decay=0.0,
         optim="adamw_torch", seed=a.seed, train_sampling_strategy="random", save_strategy="no", eval_strategy="no",
         report_to=[], use_cpu=not torch.cuda.is_available(), bf16=bf16(), dataloader_num_workers=0,
@@ -217,11 +219,18 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each side; the best counts")
+    p.add_argument("--their-batch-size", type=int, default=None,
+                   help="Seq2SeqTrainer's prediction batch (default: --batch-size); e.g. our default 32 against its 8")
+    p.add_argument("--skip-training", action="store_true", help="prediction only")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: immune to other loads on the cores; 0 = torch's default)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.data.name == "synthetic":  # the embedded data (no shared/ on this machine): generated, no download
+        from ni.synthetic import ensure_default_data
+
+        a.data = ensure_default_data()
     if not (a.data / "splits" / "default" / "train_tasks.txt").is_file():
         print(f"{a.data}: no NI data (splits/default/train_tasks.txt); skipping the trainer benchmark")
         return 0
@@ -256,33 +265,36 @@ def main() -> int:
         warm_up(model_dir, train_enc, tok.pad_token_id)
         runs: dict[str, list] = {"ours": [], "theirs": [], "our_preds": [], "hf_preds": []}
         for r in range(a.repeats):  # alternating, best of each side
-            runs["ours"].append(train_ours(a, model_dir, tok, train_enc, accelerator, tmp / f"ours-{r}"))
-            runs["theirs"].append(train_hf(a, model_dir, tok, train_enc, tmp))
+            if not a.skip_training:
+                runs["ours"].append(train_ours(a, model_dir, tok, train_enc, accelerator, tmp / f"ours-{r}"))
+                runs["theirs"].append(train_hf(a, model_dir, tok, train_enc, tmp))
             runs["our_preds"].append(predict_ours(a, model_dir, tok, test_enc, accelerator))
             runs["hf_preds"].append(predict_hf(a, model_dir, tok, test_enc, tmp))
         split = prediction_split(model_dir, test_enc, tok.pad_token_id, a.batch_size, a.max_new_tokens,
                                  accelerator.device)
-    ours, theirs = (max(runs[k], key=lambda x: x["tok_s"]) for k in ("ours", "theirs"))
     (our_preds, our_s), (hf_preds, hf_s) = (min(runs[k], key=lambda x: x[1]) for k in ("our_preds", "hf_preds"))
 
     n = len(test_enc)
     src = [len(x) for x in test_enc.input_ids]
     sorted_order = sorted(range(n), key=lambda i: (-src[i], i))
-    rows = [
-        ("train non-pad tokens/s", ours["tok_s"], theirs["tok_s"], 1.3),
-        ("predict examples/s", n / our_s, n / hf_s, 2.0),
-    ]
-    print(f"\n{'':24} {'ours':>10} {'Seq2SeqTrainer':>15} {'ratio':>7}  target")
+    their_batch = a.their_batch_size or a.batch_size
+    rows = [("predict examples/s", n / our_s, n / hf_s, 2.0)]
+    if not a.skip_training:
+        ours, theirs = (max(runs[k], key=lambda x: x["tok_s"]) for k in ("ours", "theirs"))
+        rows.insert(0, ("train non-pad tokens/s", ours["tok_s"], theirs["tok_s"], 1.3))
+    print(f"\n{'':24} {'ours':>10} {'Seq2SeqTrainer':>15} {'ratio':>7}  target   (predict batch {a.batch_size} vs "
+          f"{their_batch})")
     for label, x, y, target in rows:
         print(f"{label:24} {x:10.1f} {y:15.1f} {x / y:6.2f}x  >= {target}x {'ok' if x / y >= target else 'MISSED'}")
-    print(f"{'train padding fraction':24} {ours['pad']:10.3f} {theirs['pad']:15.3f}")
     print(f"{'predict source padding':24} {source_padding(src, sorted_order, a.batch_size):10.3f} "
-          f"{source_padding(src, list(range(n)), a.batch_size):15.3f}")
-    print(f"{'train tokens / seconds':24} {ours['tokens']:>5}/{ours['secs']:4.1f} "
-          f"{theirs['tokens']:>10}/{theirs['secs']:4.1f}   ({ours['steps']} steps each)")
+          f"{source_padding(src, list(range(n)), their_batch):15.3f}")
+    if not a.skip_training:
+        print(f"{'train padding fraction':24} {ours['pad']:10.3f} {theirs['pad']:15.3f}")
+        print(f"{'train tokens / seconds':24} {ours['tokens']:>5}/{ours['secs']:4.1f} "
+              f"{theirs['tokens']:>10}/{theirs['secs']:4.1f}   ({ours['steps']} steps each)")
     print(f"{'our predict time split':24} encoder {split['encoder_ms']:.1f} ms per batch of {a.batch_size} (the same "
           f"kernels on both sides: only padding differs), decoding {split['step_ms']:.2f} ms per step")
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not a.skip_training:
         print(f"{'model FLOPs utilisation':24} {mfu(ours['params'], ours['tok_s']):>10} "
               f"{mfu(ours['params'], theirs['tok_s']):>15}")
     differ = sorted({i for preds, _ in runs["our_preds"] + runs["hf_preds"] for i in range(n) if preds[i] != our_preds[i]})

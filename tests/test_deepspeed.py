@@ -1,7 +1,8 @@
-"""DeepSpeed ZeRO-2 / ZeRO-3 through accelerate, for real on DeepSpeed's CPU accelerator (one torchrun rank)."""
+"""DeepSpeed ZeRO-2 / ZeRO-3 through accelerate, for real: two gloo ranks on DeepSpeed's CPU accelerator."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,30 +31,102 @@ def test_zero_configs_validate_through_accelerate(stage: int, offload: bool) -> 
     assert not any(v == "auto" for v in ds.values())
 
 
+def losses(run: Path) -> dict[int, float]:
+    return {x["step"]: x["loss"] for x in map(orjson.loads, (run / "train_log.jsonl").read_bytes().splitlines())
+            if "loss" in x}
+
+
 @pytest.mark.slow
-def test_zero2_and_zero3_train_the_same_model(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+def test_zero2_and_zero3_with_two_ranks_train_checkpoint_resume_and_predict(tmp_path: Path, tiny_model: Path,
+                                                                            embedded: Path) -> None:
+    """Two gloo ranks on DeepSpeed's CPU accelerator, as a `gpus: 2` run would start them: each stage trains, saves
+    checkpoints, resumes from one (the same losses as without the interruption) and predicts 9 examples (the ranks
+    get different batch counts). ZeRO-2 and ZeRO-3 end with the same model and predictions."""
     from transformers import AutoModelForSeq2SeqLM
 
     from tests.test_trainer import small_run, write_config
 
+    data = odd_test_set(tmp_path, embedded)
     runs = {}
     for stage in (2, 3):
-        cfg = small_run(tmp_path / f"z{stage}", tiny_model, embedded, **{"deepspeed.stage": stage, "optim.max_steps": 4})
-        r = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", f"2953{stage}",
-             "-m", "trainer", "run", "--config", str(write_config(tmp_path / f"z{stage}.yaml", **cfg))],
-            cwd=REPO, capture_output=True, text=True, timeout=900,
-        )
+        cfg = small_run(tmp_path / f"z{stage}", tiny_model, data, **{
+            "deepspeed.stage": stage, "world_size": 2, "optim.max_steps": 4, "checkpoint.every_steps": 2,
+            "data.max_instances_per_eval_task": 3, "eval.batch_size": 2, "eval.max_new_tokens": 6})
+        config = write_config(tmp_path / f"z{stage}.yaml", **cfg)
+        r = torchrun(2, 29530 + stage, config)
         run = tmp_path / f"z{stage}" / "run"
-        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         status = orjson.loads((run / "status.json").read_bytes())
         assert status["state"] == "completed" and status["distributed_type"] == "DEEPSPEED"
-        assert (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+        assert status["world_size"] == 2 and status["effective_batch_size"] == 4 * 2 * 2
+        assert status["loaded_partitioned"] == (stage == 3)  # ZeRO-3 never holds the full model on a rank
+        steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert steps == ["step-000000002", "step-000000004"]
+        assert len(predictions(run)) == 9
+        straight = losses(run)
+        assert sorted(straight) == [1, 2, 3, 4]
+        # resume: as if stopped after the checkpoint at step 2
+        first = predictions(run)
+        shutil.rmtree(run / "checkpoints" / "step-000000004")
+        shutil.rmtree(run / "model")
+        for name in ("DONE", "predicted_examples.jsonl", "metrics.json"):
+            (run / name).unlink()
+        r = torchrun(2, 29535 + stage, config)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        resumed = [x for x in map(orjson.loads, (run / "train_log.jsonl").read_bytes().splitlines())
+                   if x.get("event") == "resumed"]
+        assert [x["step"] for x in resumed] == [2]
+        again = losses(run)
+        assert sorted(again) == [1, 2, 3, 4] and all(abs(again[s] - straight[s]) < 1e-5 for s in again)
+        assert predictions(run) == first
         runs[stage] = run
     # ZeRO-3 partitions parameters: the saved model must hold the gathered, full-size weights
     w2, w3 = (AutoModelForSeq2SeqLM.from_pretrained(runs[s] / "model").state_dict() for s in (2, 3))
     assert w2.keys() == w3.keys()
     assert all(w2[k].shape == w3[k].shape and (w2[k] - w3[k]).abs().max() < 1e-3 for k in w2)
-    preds = [[orjson.loads(x)["prediction"] for x in (runs[s] / "predicted_examples.jsonl").read_bytes().splitlines()]
-             for s in (2, 3)]
-    assert preds[0] == preds[1]
+    assert predictions(runs[2]) == predictions(runs[3])
+
+
+def odd_test_set(tmp: Path, embedded: Path) -> Path:
+    """The embedded data with three test tasks: 3 x 3 = 9 test examples, so 2 ranks get different batch counts."""
+    data = tmp / "data"
+    shutil.copytree(embedded, data)
+    tasks = data / "splits" / "default" / "test_tasks.txt"
+    tasks.write_text("\n".join(tasks.read_text().split()[:3]) + "\n")
+    return data
+
+
+def torchrun(nproc: int, port: int, config: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
+         "-m", "trainer", "run", "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def predictions(run: Path) -> list[str]:
+    return [orjson.loads(x)["prediction"] for x in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
+
+
+@pytest.mark.slow
+def test_zero3_prediction_with_uneven_shards_finishes_like_one_rank(tmp_path: Path, tiny_model: Path,
+                                                                     embedded: Path) -> None:
+    """9 examples, 2 ZeRO-3 ranks, batch 2: rank 0 has 3 batches, rank 1 only 2. Rank 1 must still run the third
+    forward pass (a dummy row), or rank 0 waits forever for its parameter all-gather."""
+    from tests.test_trainer import run_trainer, small_run, write_config
+
+    data = odd_test_set(tmp_path, embedded)
+    common = {"do_train": "false", "data.max_instances_per_eval_task": 3, "eval.batch_size": 2,
+              "eval.max_new_tokens": 6}
+    one = write_config(tmp_path / "one.yaml", **small_run(tmp_path / "one", tiny_model, data, **common))
+    r = run_trainer("run", "--config", str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = write_config(tmp_path / "two.yaml", **small_run(tmp_path / "two", tiny_model, data, **common,
+                                                         **{"deepspeed.stage": 3, "world_size": 2}))
+    r = torchrun(2, 29541, two, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    status = orjson.loads((tmp_path / "two" / "run" / "status.json").read_bytes())
+    assert status["world_size"] == 2 and status["distributed_type"] == "DEEPSPEED"
+    expected = predictions(tmp_path / "one" / "run")
+    assert len(expected) == 9
+    assert predictions(tmp_path / "two" / "run") == expected

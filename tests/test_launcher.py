@@ -43,6 +43,26 @@ def test_the_paper_groups_are_all_there() -> None:
     assert all(not r.config.do_train for r in pretrained.runs) and len(pretrained.runs) == 4 * 11
 
 
+# The effective batch (per-device batch x ranks x accumulation) of every training run of each shipped sweep: the
+# paper's 16 unless the sweep studies the batch itself. A new training sweep must say what it trains with here.
+EFFECTIVE_BATCH = {"encodings": {16}, "instances": {16}, "num_tasks": {16}, "models": {16}, "lr_batch": {8, 16, 32},
+                   "debug": {32}}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_every_training_run_of_a_shipped_sweep_keeps_its_effective_batch(path: Path) -> None:
+    runs = [r for r in load_sweep(path).runs if r.config.do_train]
+    if not runs:
+        assert path.stem not in EFFECTIVE_BATCH
+        return
+    batches = set()
+    for r in runs:
+        o = r.config.optim
+        assert r.config.world_size == r.resources.nodes * r.resources.ranks_per_node
+        batches.add(o.per_device_batch_size * r.config.world_size * o.grad_accum)
+    assert batches == EFFECTIVE_BATCH[path.stem], path.name
+
+
 def write(tmp: Path, text: str) -> Path:
     p = tmp / "s.yaml"
     p.write_text(text)

@@ -67,3 +67,21 @@ def test_a_generation_config_with_processors_falls_back_to_generate(model_and_ba
         assert not lean_ok(net)
     finally:
         net.generation_config.repetition_penalty = 1.0
+
+
+def test_the_lean_loop_is_bypassed_under_zero3(tiny_model: Path) -> None:
+    """Under ZeRO-3 every forward gathers parameters from all ranks: `generate` (synced_gpus) keeps the ranks in
+    lockstep until all are done, the lean loop (rows leave, the batch ends early) would not."""
+    pytest.importorskip("deepspeed")
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.integrations import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    net = AutoModelForSeq2SeqLM.from_pretrained(tiny_model)
+    assert lean_ok(net)
+    kept = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    try:
+        assert not lean_ok(net)
+    finally:
+        unset_hf_deepspeed_config()
+        del kept
+    assert lean_ok(net)

@@ -252,6 +252,10 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     run = tmp_path / "run"
     status = orjson.loads((run / "status.json").read_bytes())
     assert status["state"] == "completed" and status["world_size"] == 2
+    batch = {"world_size": 2, "effective_batch_size": 4 * 2 * 2, "grad_accum": 2, "per_device_batch_size": 4}
+    assert {k: status[k] for k in batch} == batch
+    rows = [x for x in read_log(run) if "loss" in x]
+    assert len(rows) == 6 and all({k: x[k] for k in batch} == batch for x in rows)
     preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
     assert len(preds) == 16 and len({p["id"] for p in preds}) == 16
     assert [p for p in run.iterdir() if p.name.startswith(".")] == []  # no temp leftovers

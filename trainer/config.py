@@ -78,9 +78,15 @@ class OptimConfig(_Strict):
     max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
     per_device_batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
+    effective_batch_size: int | None = Field(
+        None, ge=1,
+        description="examples per optimizer step (per_device_batch_size x world size x grad_accum); when set, "
+        "grad_accum is derived from the world size and must divide evenly")
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0
     group_by_length: bool = True
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory for ~30% more compute")
 
 
 class DeepSpeedConfig(_Strict):
@@ -144,7 +150,29 @@ class RunConfig(_Strict):
                 raise ValueError(f"model.name_or_path {self.model.name_or_path} is a baseline: set do_train: false")
             if self.model.name_or_path == "baseline:api" and self.model.api is None:
                 raise ValueError("baseline:api needs model.api (base_url, model)")
+        if self.optim.effective_batch_size is not None and self.world_size is not None:
+            accum = derived_grad_accum(self.optim, self.world_size)
+            if "grad_accum" in self.optim.model_fields_set and self.optim.grad_accum != accum:
+                o = self.optim
+                raise ValueError(
+                    f"optim.grad_accum {o.grad_accum} disagrees with optim.effective_batch_size "
+                    f"{o.effective_batch_size}: {o.per_device_batch_size} per device x {self.world_size} ranks x "
+                    f"{o.grad_accum} = {o.per_device_batch_size * self.world_size * o.grad_accum}; give only one of them")
+            self.optim.grad_accum = accum
         return self
+
+    def effective_batch_size(self, world_size: int | None = None) -> int | None:
+        """Examples per optimizer step with `world_size` ranks (default: the planned world size; None if unknown)."""
+        world = world_size or self.world_size
+        return None if world is None else self.optim.per_device_batch_size * world * self.optim.grad_accum
+
+    def for_world_size(self, world_size: int) -> RunConfig:
+        """This config as run by `world_size` ranks: with optim.effective_batch_size and no planned world size,
+        grad_accum is derived here, at start (the identity holds the effective batch instead)."""
+        if self.optim.effective_batch_size is None or self.world_size is not None:
+            return self
+        optim = self.optim.model_copy(update={"grad_accum": derived_grad_accum(self.optim, world_size)})
+        return self.model_copy(update={"optim": optim})
 
     def identity(self) -> dict[str, Any]:
         """What decides the results: everything but where they go and how they are displayed."""
@@ -153,6 +181,14 @@ class RunConfig(_Strict):
         d["checkpoint"].pop("dir")
         d.pop("name")
         d["logging"] = {}
+        d["optim"].pop("gradient_checkpointing")  # memory against compute; the same gradients
+        # The effective batch once: by per-device batch x planned world size x accumulation when the world size is
+        # planned (the accumulation derived from effective_batch_size if given), else by effective_batch_size alone
+        # (the accumulation follows the world size at start).
+        if self.world_size is not None or self.optim.effective_batch_size is None:
+            d["optim"].pop("effective_batch_size")
+        else:
+            d["optim"].pop("grad_accum")
         return d
 
     def digest(self) -> str:
@@ -160,6 +196,17 @@ class RunConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def derived_grad_accum(optim: OptimConfig, world_size: int) -> int:
+    """optim.effective_batch_size / (per-device batch x world size), which must be a whole number."""
+    assert optim.effective_batch_size is not None
+    per_step = optim.per_device_batch_size * world_size
+    if optim.effective_batch_size % per_step:
+        raise ValueError(
+            f"optim.effective_batch_size {optim.effective_batch_size} is not a multiple of per_device_batch_size "
+            f"{optim.per_device_batch_size} x world size {world_size} = {per_step}")
+    return optim.effective_batch_size // per_step
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any, source: str) -> None:

@@ -67,6 +67,7 @@ def generate(
     net = accelerator.unwrap_model(model)
     was_training = net.training
     net.eval()
+    sharded = world > 1 and params_sharded()
     decode = greedy if lean_ok(net) else generate_tokens
     mine: list[tuple[int, str]] = []
     try:
@@ -76,12 +77,15 @@ def generate(
                     finished = sum(min(len(order[k::world]), r * batch_size) for k in range(world))
                     raise PredictionStopped(len(done) + finished, len(input_ids))
                 idx = shard[r * batch_size : (r + 1) * batch_size]
-                if not idx:
+                if not idx and not sharded:
                     continue
-                batch = collate([input_ids[i] for i in idx], None, tokenizer.pad_token_id)
+                # A rank out of examples still runs the pass on a dummy row (its result dropped): under ZeRO-3 every
+                # forward all-gathers parameters with the other ranks, so a skipped pass would hang them.
+                rows = [input_ids[i] for i in idx] or [input_ids[order[0]][:1]]
+                batch = collate(rows, None, tokenizer.pad_token_id)
                 tokens = decode(net, batch["input_ids"].to(accelerator.device),
                                 batch["attention_mask"].to(accelerator.device), max_new_tokens)
-                texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+                texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)[: len(idx)]
                 mine.extend(zip(idx, texts, strict=True))
                 if sink is not None:
                     sink.write(b"".join(orjson.dumps({"i": i, "text": t}) + b"\n" for i, t in zip(idx, texts, strict=True)))
@@ -122,11 +126,16 @@ def _open_partial(folder: Path | None, rank: int) -> Any:
     return open(folder / f"rank-{rank}.jsonl", "ab")  # noqa: SIM115 - closed in generate's finally
 
 
-def lean_ok(net: Any) -> bool:
-    """True when `greedy` reproduces `net.generate`: an encoder-decoder with a plain greedy generation config."""
+def params_sharded() -> bool:
+    """True under ZeRO-3: each forward pass gathers the parameters from every rank, so all ranks must run it."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if is_deepspeed_zero3_enabled():  # generate keeps sharded ranks stepping in lockstep (synced_gpus); we do not
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def lean_ok(net: Any) -> bool:
+    """True when `greedy` reproduces `net.generate`: an encoder-decoder with a plain greedy generation config."""
+    if params_sharded():  # generate keeps sharded ranks stepping in lockstep (synced_gpus); the lean loop does not
         return False
     gen = getattr(net, "generation_config", None)
     if not getattr(net.config, "is_encoder_decoder", False) or gen is None or gen.decoder_start_token_id is None:
@@ -136,8 +145,11 @@ def lean_ok(net: Any) -> bool:
 
 
 def generate_tokens(net: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int) -> list[list[int]]:
+    import torch.distributed as dist
+
+    synced = params_sharded() and dist.is_initialized() and dist.get_world_size() > 1
     out = net.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                       do_sample=False, num_beams=1)
+                       do_sample=False, num_beams=1, synced_gpus=synced)
     return out.tolist()
 
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
 from trainer.rundir import PARTIAL_PREDICTIONS, RunDir
-from trainer.train import StopFlag, train
+from trainer.train import StopFlag, batch_fields, train
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
@@ -27,17 +28,42 @@ def default_output_dir(cfg: RunConfig) -> Path:
     return Path("runs") / "local" / f"{cfg.name}-{cfg.digest()[:10]}"
 
 
-def resolve_precision(cfg: RunConfig, model_type: str) -> str:
-    """accelerate's mixed_precision value: bf16 where the GPU supports it, fp32 on CPU; never fp16 for T5."""
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: tuple[int, int]
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.capability >= (8, 0)  # Ampere and newer; older GPUs only emulate bf16 (many times slower)
+
+
+def local_gpu() -> Gpu | None:
     import torch
 
+    if not torch.cuda.is_available():
+        return None
+    cap = torch.cuda.get_device_capability()
+    return Gpu(torch.cuda.get_device_name(), (int(cap[0]), int(cap[1])))
+
+
+def resolve_precision(cfg: RunConfig, model_type: str, gpu: Gpu | None | str = "detect") -> str:
+    """accelerate's mixed_precision value: bf16 where the GPU computes it natively, fp32 on CPU; never fp16 for
+    T5, never emulated bf16. `gpu`: the device to decide for (None: no GPU); detected by default."""
     if cfg.precision == "fp16" and model_type in {"t5", "mt5", "umt5", "longt5"}:
         raise ConfigError(
             f"precision fp16 with a {model_type} model: T5 activations overflow in fp16 (NaN losses)",
             hint="Use precision: bf16 on GPUs that support it, or fp32.",
         )
+    device = local_gpu() if isinstance(gpu, str) else gpu
     if cfg.precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if device is not None and device.native_bf16 else "no"
+    if cfg.precision == "bf16" and device is not None and not device.native_bf16:
+        raise ConfigError(
+            f"precision bf16: {device.name} (compute capability {device.capability[0]}.{device.capability[1]}) has no "
+            "native bf16; it would be emulated, many times slower",
+            hint="Use precision: fp32 (or auto) on this GPU, or GPUs of compute capability 8.0+ (A100, H100, L40).",
+        )
     return {"fp32": "no"}.get(cfg.precision, cfg.precision)
 
 
@@ -59,8 +85,9 @@ def deepspeed_plugin(cfg: RunConfig, mixed_precision: str) -> Any:
     return DeepSpeedPlugin(hf_ds_config=ds)
 
 
-def load_model(name_or_path: str) -> Any:
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+def load_model_config(name_or_path: str) -> Any:
+    """The model's config alone (no weights): enough to choose the precision before the Accelerator exists."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
@@ -72,7 +99,31 @@ def load_model(name_or_path: str) -> Any:
             f"model '{name_or_path}' is not a seq2seq (encoder-decoder) model (model_type={config.model_type})",
             hint="For example: google/t5-base-lm-adapt or allenai/tk-instruct-3b-def.",
         )
-    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    return config
+
+
+def load_model(name_or_path: str, gradient_checkpointing: bool = False) -> Any:
+    """The weights. Call it after the Accelerator is built: with a ZeRO-3 plugin accelerate has registered the
+    DeepSpeed config with transformers, so `from_pretrained` loads each rank's partition (deepspeed.zero.Init)
+    instead of a full fp32 copy per rank."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    load_model_config(name_or_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()  # transformers turns the decoder cache off in training mode only
+    return model
+
+
+def accelerator_kwargs(cfg: RunConfig, cuda: bool) -> dict[str, Any]:
+    """Arguments of Accelerator beyond precision and plugins. On a CPU machine DeepSpeed ranks need gloo named
+    explicitly: otherwise accelerate finds no backend for a non-`cpu` state and every rank believes it is alone
+    (world size 1, rank 0) while DeepSpeed itself runs two."""
+    if cuda or cfg.deepspeed.stage == 0:
+        return {"cpu": not cuda}
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return {"cpu": False, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
 
 
 def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:
@@ -104,9 +155,13 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     root = cfg.data.root or str(_embedded_data())
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
+    try:  # optim.effective_batch_size without a planned world size: the accumulation follows the ranks started
+        cfg = cfg.for_world_size(cfg.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError as e:
+        raise ConfigError(f"{run.path}: {e}",
+                          hint="Choose an effective batch divisible by per-device batch x ranks, or start other ranks.") from None
     model_path = resolve_model_path(cfg.model.name_or_path, root)
-    model = load_model(model_path)
-    mixed = resolve_precision(cfg, model.config.model_type)
+    mixed = resolve_precision(cfg, load_model_config(model_path).model_type)
     import torch
 
     trackers = [name for name, on in (("tensorboard", cfg.logging.tensorboard), ("wandb", cfg.logging.wandb)) if on]
@@ -114,12 +169,12 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         os.environ.setdefault("WANDB_MODE", "offline")  # no key: log locally, `wandb sync` later
         os.environ.setdefault("WANDB_DIR", str(run.path / "tracking"))
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available() and cfg.deepspeed.stage == 0,
         mixed_precision=mixed,
         gradient_accumulation_steps=cfg.optim.grad_accum,
         deepspeed_plugin=deepspeed_plugin(cfg, mixed),
         log_with=trackers or None,
         project_dir=str(run.path / "tracking"),
+        **accelerator_kwargs(cfg, torch.cuda.is_available()),
     )
     if cfg.world_size is not None and accelerator.num_processes != cfg.world_size:
         raise ConfigError(
@@ -144,13 +199,17 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     stop.install()
     t0 = time.time()
     if main:
-        run.set_status("running", attempt=run.status().get("attempt", 0) + 1, world_size=accelerator.num_processes,
+        run.set_status("running", attempt=run.status().get("attempt", 0) + 1,
+                       **batch_fields(cfg, accelerator.num_processes),
                        distributed_type=str(accelerator.distributed_type.value), mixed_precision=mixed,
                        device=accelerator.device.type)
     try:
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
+        model = load_model(model_path, cfg.optim.gradient_checkpointing and cfg.do_train)
+        if main:  # ZeRO-3 loads each rank's partition only (deepspeed.zero.Init marks those parameters with ds_id)
+            run.set_status("running", loaded_partitioned=any(hasattr(p, "ds_id") for p in model.parameters()))
         tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
         eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
                                    seed=cfg.seed) if cfg.do_predict else None

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ni.errors import ConfigError
 from trainer.config import RunConfig
 from trainer.dataset import Encoded, collate, epoch_batches, pick_labels
 from trainer.rundir import RunDir
@@ -47,11 +48,37 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+_TRACKED = ("epoch", "loss", "lr", "tokens_per_s", "nonpad_tokens_per_s", "peak_memory_mb")
+
+
 @dataclass
 class TrainResult:
     step: int
     preempted: bool
     model: Any  # as prepared by accelerate (DDP / DeepSpeed engine): predict with it, save through it
+
+
+def batch_fields(cfg: RunConfig, world_size: int) -> dict[str, int]:
+    """The batch a run trains with, as status.json and every train_log.jsonl row record it."""
+    o = cfg.optim
+    return {"world_size": world_size, "effective_batch_size": o.per_device_batch_size * world_size * o.grad_accum,
+            "grad_accum": o.grad_accum, "per_device_batch_size": o.per_device_batch_size}
+
+
+def check_resumable(saved: dict[str, Any], cfg: RunConfig, world_size: int, where: str) -> None:
+    """A checkpoint resumes with another world size only when its data position maps exactly: the same per-device
+    batch and ranks x accumulation (each step then takes the same micro-batches) and no ZeRO partitions."""
+    if saved.get("world_size", world_size) == world_size:
+        return
+    now = batch_fields(cfg, world_size)
+    same_batches = all(saved.get(k) == now[k] for k in ("per_device_batch_size", "effective_batch_size"))
+    if same_batches and cfg.deepspeed.stage == 0:
+        return
+    why = "ZeRO partitions are per rank" if same_batches else "its data position does not map"
+    raise ConfigError(
+        f"{where}: written by {saved['world_size']} ranks (effective batch {saved.get('effective_batch_size', '?')}), "
+        f"now {world_size} ranks (effective batch {now['effective_batch_size']}): {why}",
+        hint=f"Resume with {saved['world_size']} ranks, or start afresh with --force.")
 
 
 def _optimizer(model: Any, cfg: RunConfig) -> Any:
@@ -61,8 +88,10 @@ def _optimizer(model: Any, cfg: RunConfig) -> Any:
     no_decay: list[Any] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            ndim = len(getattr(p, "ds_shape", p.shape))  # a ZeRO-3 partition is flat: its full shape is ds_shape
+            (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]  # DeepSpeed drops empty groups; the scheduler must see the same
     return torch.optim.AdamW(groups, lr=cfg.optim.lr)
 
 
@@ -117,8 +146,10 @@ def train(
     step = 0
     latest = run.latest_checkpoint()
     if latest is not None:
+        saved = orjson.loads((latest / "trainer_state.json").read_bytes())
+        check_resumable(saved, cfg, world, str(latest))
         accelerator.load_state(str(latest))
-        step = orjson.loads((latest / "trainer_state.json").read_bytes())["step"]
+        step = saved["step"]
         if accelerator.is_main_process:
             run.log({"event": "resumed", "step": step, "checkpoint": latest.name})
 
@@ -130,7 +161,7 @@ def train(
         accelerator.save_state(str(target))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            run.complete_checkpoint(target, {"step": step, "total_steps": total_steps})
+            run.complete_checkpoint(target, {"step": step, "total_steps": total_steps, **batch_fields(cfg, world)})
             run.prune_checkpoints(cfg.checkpoint.keep_last)
         accelerator.wait_for_everyone()
 
@@ -181,10 +212,10 @@ def train(
             elapsed = time.perf_counter() - window["t0"]
             record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(stats[0] / stats[1]),
                       "lr": lr, "tokens_per_s": float(stats[3]) / elapsed, "nonpad_tokens_per_s": float(stats[2]) / elapsed,
-                      "peak_memory_mb": round(_peak_memory_mb(), 1), "time": time.time()}
+                      "peak_memory_mb": round(_peak_memory_mb(), 1), **batch_fields(cfg, world), "time": time.time()}
             if accelerator.is_main_process:
                 run.log(record)
-            accelerator.log({f"train/{k}": v for k, v in record.items() if k not in ("step", "time")}, step=step)
+            accelerator.log({f"train/{k}": v for k, v in record.items() if k in _TRACKED}, step=step)
             progress.update(step, record)
             window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t0": time.perf_counter()}
         else:
