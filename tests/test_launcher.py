@@ -46,7 +46,7 @@ def test_the_paper_groups_are_all_there() -> None:
 # The effective batch (per-device batch x ranks x accumulation) of every training run of each shipped sweep: the
 # paper's 16 unless the sweep studies the batch itself. A new training sweep must say what it trains with here.
 EFFECTIVE_BATCH = {"encodings": {16}, "instances": {16}, "num_tasks": {16}, "models": {16}, "lr_batch": {8, 16, 32},
-                   "debug": {32}}
+                   "debug": {32}, "debug-gpu": {16}}
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
