@@ -309,10 +309,41 @@ class SplitData:
                 return t
         raise KeyError(name)
 
+    def ref(self) -> SplitRef:
+        return SplitRef(self.root, self.track, self.split, self.max_instances_per_task, self.seed, self.task_limit)
+
+    def selection(self) -> dict[str, Any]:
+        return self.ref().selection()
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """A split named but not loaded: enough to find its task files and to load it when needed."""
+
+    root: Path
+    track: str
+    split: str
+    max_instances_per_task: int | None = None
+    seed: int = 42
+    task_limit: int | None = None
+
     def selection(self) -> dict[str, Any]:
         """What chose the instances, apart from the files themselves (part of every cache key of the split)."""
         return {"track": self.track, "split": self.split, "max_instances_per_task": self.max_instances_per_task,
                 "seed": self.seed, "task_limit": self.task_limit}
+
+    def task_names(self) -> list[str]:
+        names = read_split(self.root, self.track, self.split)
+        if names is None:
+            raise DataError(f"{split_path(self.root, self.track, self.split)}: split file not found")
+        return names if self.task_limit is None else names[: self.task_limit]
+
+    def task_file(self, name: str) -> Path:
+        return Path(self.root) / "tasks" / f"{name}.json"
+
+    def load(self) -> SplitData:
+        return require_split(self.root, self.track, self.split, max_instances_per_task=self.max_instances_per_task,
+                             seed=self.seed, task_limit=self.task_limit)
 
 
 def load_split(

@@ -159,8 +159,9 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
                     kept: dict[int, str] | None = None) -> list[str]:
             from trainer.predict import generate
 
-            enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
-                               cfg.data.max_target_length, cfg.seed, cache_key={"eval": desc})
+            with accelerator.main_process_first():  # the main process encodes a missing entry, the others map it
+                enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
+                                   cfg.data.max_target_length, cfg.seed, cache_key={})
             stopping = (lambda: stop.signum is not None) if partial is not None else None
             return generate(net, tokenizer, enc.input_ids, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
                             partial=partial, should_stop=stopping, kept=kept)
@@ -177,7 +178,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
                 return {f"eval_{k}": v for k, v in m.items()}
 
             result = train(cfg, run, accelerator, model, tokenizer,
-                           lambda epoch: load_train_set(cfg, tokenizer, root, epoch), evaluate_dev, stop)
+                           lambda epoch: main_first(accelerator, load_train_set, cfg, tokenizer, root, epoch),
+                           evaluate_dev, stop)
             model = result.model
             if result.preempted:
                 if main:
@@ -239,6 +241,12 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     finally:
         stop.restore()
         accelerator.end_training()
+
+
+def main_first(accelerator: Any, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` on the main process first, then on the others (which then find its cache entries)."""
+    with accelerator.main_process_first():
+        return fn(*args)
 
 
 def baseline_predictions(cfg: RunConfig, run: RunDir, split: Any, root: str) -> list[str]:
