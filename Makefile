@@ -12,7 +12,7 @@ SWEEP ?= sweeps/debug.yaml
 BACKEND ?= local
 RUNS ?= runs
 
-.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel
+.PHONY: help setup test test-fast check bench data demo clean sweep plan status pull report cancel
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sampl
 	$(PY) bench/bench_launcher.py
 
 DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
+data:  ## Super-NaturalInstructions at the pinned revision into DATA_DIR (default data/natural-instructions)
+	$(PY) -m trainer fetch-data --out $(or $(DATA_DIR),data/natural-instructions)
+
 demo:  ## end to end on the embedded default data: data, prompts, baselines, scores (DATA=... for real NI)
 	$(if $(DATA),,$(PY) -m trainer make-data --out $(OUT)/data --overwrite)
 	$(PY) -m trainer encode --data $(DEMO_DATA) --split test --encoding $(ENCODING) --out $(OUT)/prompts.jsonl
