@@ -157,3 +157,20 @@ def test_prepare_builds_what_the_runs_read_so_no_job_encodes(tmp_path: Path, emb
     out = launcher("submit")
     assert out.count(" cached ") == 3 and " encoded " not in out, out
     assert {p: p.stat().st_ino for p in entries(cache)} == built  # the jobs only mapped them
+
+
+def test_table_round_trip(tmp_path: Path) -> None:
+    from trainer.encoded import EncodedTable, TableBuilder
+
+    b = TableBuilder()
+    b.add_task("t1", ["a", "bé"], [[1, 2], [3]], [[[5], [6, 7]], [[8]]])
+    b.add_task("t_empty", [], [], [])
+    b.add_task("t3", ["c"], [[]], [[[2**31 - 1]]])
+    b.finish().write(tmp_path)
+    t = EncodedTable.open(tmp_path, ["t1", "t_empty", "t3"])
+    assert list(t.ids) == ["a", "bé", "c"] and [t.ids[i] for i in range(3)] == ["a", "bé", "c"]
+    assert list(t.tasks) == ["t1", "t1", "t3"]
+    assert list(t.input_ids) == [[1, 2], [3], []] and t.input_ids.lengths() == [2, 1, 0]
+    assert list(t.labels) == [[[5], [6, 7]], [[8]], [[2**31 - 1]]] and t.labels[:1] == [[[5], [6, 7]]]
+    with pytest.raises(OverflowError):
+        TableBuilder().add_task("t", ["x"], [[2**31]], [[[1]]])

@@ -67,7 +67,9 @@ class References(Sequence[list[list[int]]]):
     def one(self, i: int, k: int) -> list[int]:
         return self.refs[int(self.ref_offsets[i]) + k]
 
-    def __getitem__(self, i: int) -> list[list[int]]:  # type: ignore[override]
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
