@@ -38,6 +38,7 @@ bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sampl
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_trainer.py
 	$(PY) bench/bench_launcher.py
+	$(PY) bench/bench_data.py --scale $(or $(DATA_SCALE),0.1)   # DATA_SCALE=1: the real repository's size
 
 DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
 data:  ## Super-NaturalInstructions at the pinned revision into DATA_DIR (default data/natural-instructions)
