@@ -171,6 +171,11 @@ class _FieldReader:
         return out
 
     def _instance(self, item: Any, i: int) -> tuple[str, tuple[str, ...], str | None]:
+        if type(item) is dict:  # the common shape, checked without building error paths
+            text, refs, iid = item.get("input"), item.get("output"), item.get("id")
+            if type(text) is str and type(refs) is list and refs and all(type(o) is str for o in refs) and (
+                    type(iid) is str or iid is None):
+                return text, tuple(refs), iid or None
         where = f"Instances[{i}]"
         if not isinstance(item, dict):
             raise self.fail(where, f"expected an object, got {type(item).__name__}")
