@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ni.data import load_split, require_split
+from ni.data import SplitRef, load_split, require_split
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
@@ -152,8 +153,9 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
 
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
-        eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
-                                   seed=cfg.seed) if cfg.do_predict else None
+        # The main process writes predictions and scores, so it needs the instances; the others only the cache.
+        test = SplitRef(Path(root), cfg.data.track, "test", cfg.data.max_instances_per_eval_task, cfg.seed)
+        eval_split: Any = (test.load() if main else test) if cfg.do_predict else None
 
         def predict(net: Any, split: Any, desc: str, partial: Path | None = None,
                     kept: dict[int, str] | None = None) -> list[str]:
@@ -323,9 +325,14 @@ def resolve_model_path(name: str, data_root: str) -> str:
 
     if not Path(data_root, "tasks").is_dir():
         raise ConfigError(f"{data_root}: data root not found (needed to build the 'tiny' model)")
+    from ni.fingerprint import HashCache
+
     h = hashlib.sha256()
+    hashes = HashCache(cache_dir() / "file-hashes.json")  # a stat per file once hashed, not gigabytes per start
     for f in sorted(Path(data_root, "tasks").glob("*.json")):
-        h.update(f.name.encode() + f.read_bytes())
+        h.update(f.name.encode() + bytes.fromhex(hashes.sha256(f)))
+    with contextlib.suppress(OSError):
+        hashes.save()
     target = cache_dir().parent / "models" / f"tiny-{h.hexdigest()[:16]}"
     if not (target / "config.json").is_file():
         build_tiny_model(target, data_root)  # atomic: a concurrent builder's identical copy is replaced whole
