@@ -15,7 +15,7 @@ RUNS ?= runs
 SET ?=
 SETS = $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup test test-fast check bench demo clean sweep plan status pull report cancel rehearse
+.PHONY: help setup test test-fast check bench data demo clean sweep plan status pull report cancel rehearse
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,8 +41,12 @@ bench:  ## benchmarks against the reference algorithms (needs ../shared/ni-sampl
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_trainer.py
 	$(PY) bench/bench_launcher.py
+	$(PY) bench/bench_data.py --scale $(or $(DATA_SCALE),0.1)   # DATA_SCALE=1: the real repository's size
 
 DEMO_DATA = $(if $(DATA),$(DATA),$(OUT)/data)
+data:  ## Super-NaturalInstructions at the pinned revision into DATA_DIR (default data/natural-instructions)
+	$(PY) -m trainer fetch-data --out $(or $(DATA_DIR),data/natural-instructions)
+
 demo:  ## end to end on the embedded default data: data, prompts, baselines, scores (DATA=... for real NI)
 	$(if $(DATA),,$(PY) -m trainer make-data --out $(OUT)/data --overwrite)
 	$(PY) -m trainer encode --data $(DEMO_DATA) --split test --encoding $(ENCODING) --out $(OUT)/prompts.jsonl

@@ -1,4 +1,4 @@
-"""`python -m launcher plan|submit|status|pull|report|cancel|logs|rehearse SWEEP`: the project's front door."""
+"""`python -m launcher plan|prepare|submit|status|pull|report|cancel|logs|rehearse SWEEP`: the project's front door."""
 
 from __future__ import annotations
 
@@ -120,6 +120,7 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     specs = [manifest.write_launch_config(r) for r in runs]
     if args.backend == "local":
         assert view is not None
+        cmd_prepare(sweep, args, runs)  # the runs then only map the cache
         with view:
             backend.submit(sweep, specs)
     elif args.backend == "slurm":  # job arrays: one submission per resource group
@@ -131,6 +132,20 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
             for job in backend.submit(sweep, [spec]):
                 manifest.record(spec.run, args.backend, job)
     return cmd_status(sweep, args) if args.backend == "local" else 0
+
+
+def cmd_prepare(sweep: Sweep, args: argparse.Namespace, runs: Sequence[Any] | None = None) -> int:
+    """Encode every split the sweep's runs read into the shared cache, once, before any job starts."""
+    from trainer.prepare import prepare_run
+
+    seen: set[Path] = set()
+    for run in sweep.runs if runs is None else runs:
+        for p in prepare_run(run.config):
+            if p.entry not in seen:
+                seen.add(p.entry)
+                print(f"{sweep.name}: {p.split} {'encoded' if p.built else 'cached '} {p.instances:>8} instances "
+                      f"{p.seconds:6.1f}s  {p.entry}")
+    return 0
 
 
 def _recorder(manifest: Manifest, sweep: Sweep) -> Any:
@@ -244,7 +259,7 @@ def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
     return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout)
 
 
-COMMANDS = {"plan": cmd_plan, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
+COMMANDS = {"plan": cmd_plan, "prepare": cmd_prepare, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
             "cancel": cmd_cancel, "logs": cmd_logs, "rehearse": cmd_rehearse}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ SPLITS = ("train", "dev", "test")
 EVAL_INSTANCES_PER_TASK = 100  # the first 100 instances of an evaluation task are its test set
 # Upstream renamed this task; predictions and metrics use the old name (reference.md section 3).
 TASK_RENAMES = {"task121_atomic_question_rewriting": "task121_zest_question_rewriting"}
+Keep = Callable[[int], Sequence[int]]  # number of instances in a file -> the indices to read, ascending
 
 
 @dataclass(frozen=True)
@@ -139,33 +140,57 @@ class _FieldReader:
             )
         return out
 
-    def instances(self, raw: dict[str, Any], task_name: str) -> list[Instance]:
+    def instances(self, raw: dict[str, Any], task_name: str, keep: Keep | None = None) -> list[Instance]:
+        """The instances at the indices `keep(count)` chooses (all when None), in file order. Only those are
+        read and checked: a split keeps a sample of a task's instances, and building the rest is most of the cost."""
         if "Instances" not in raw:
             raise self.fail("Instances", "missing")
         items = raw["Instances"]
         if not isinstance(items, list):
             raise self.fail("Instances", f"expected a list, got {type(items).__name__}")
+        chosen = range(len(items)) if keep is None else keep(len(items))
         out: list[Instance] = []
-        seen: dict[str, int] = {}
-        for i, item in enumerate(items):
-            where = f"Instances[{i}]"
-            if not isinstance(item, dict):
-                raise self.fail(where, f"expected an object, got {type(item).__name__}")
-            text = self.text(item, "input", where)
-            if "output" not in item:
-                raise self.fail(f"{where}.output", "missing")
-            raw_out = item["output"]
-            try:
-                outputs = tuple(as_text(o) for o in raw_out) if isinstance(raw_out, list) else (as_text(raw_out),)
-            except TypeError as e:
-                raise self.fail(f"{where}.output", str(e)) from None
-            if not outputs:
-                raise self.fail(f"{where}.output", "empty list of references")
-            iid = item.get("id")
-            if iid is None or iid == "":
-                iid = derive_instance_id(task_name, text, outputs, seen)
-            out.append(Instance(id=as_text(iid), input=text, outputs=outputs))
+        missing_id: list[int] = []
+        for i in chosen:
+            text, outputs, iid = self._instance(items[i], i)
+            if iid is None:
+                missing_id.append(len(out))
+                iid = ""
+            out.append(Instance(id=iid, input=text, outputs=outputs))
+        if missing_id:  # derived ids count earlier duplicates, so walk the file up to the last one needed
+            wanted = {chosen[k]: k for k in missing_id}
+            seen: dict[str, int] = {}
+            for i in range(max(wanted) + 1):
+                item = items[i]
+                if i in wanted or (isinstance(item, dict) and item.get("id") in (None, "")):
+                    text, outputs, _ = self._instance(item, i)
+                    iid = derive_instance_id(task_name, text, outputs, seen)
+                    if i in wanted:
+                        k = wanted[i]
+                        out[k] = Instance(id=iid, input=out[k].input, outputs=out[k].outputs)
         return out
+
+    def _instance(self, item: Any, i: int) -> tuple[str, tuple[str, ...], str | None]:
+        if type(item) is dict:  # the common shape, checked without building error paths
+            text, refs, iid = item.get("input"), item.get("output"), item.get("id")
+            if type(text) is str and type(refs) is list and refs and all(type(o) is str for o in refs) and (
+                    type(iid) is str or iid is None):
+                return text, tuple(refs), iid or None
+        where = f"Instances[{i}]"
+        if not isinstance(item, dict):
+            raise self.fail(where, f"expected an object, got {type(item).__name__}")
+        text = self.text(item, "input", where)
+        if "output" not in item:
+            raise self.fail(f"{where}.output", "missing")
+        raw_out = item["output"]
+        try:
+            outputs = tuple(as_text(o) for o in raw_out) if isinstance(raw_out, list) else (as_text(raw_out),)
+        except TypeError as e:
+            raise self.fail(f"{where}.output", str(e)) from None
+        if not outputs:
+            raise self.fail(f"{where}.output", "empty list of references")
+        iid = item.get("id")
+        return text, outputs, None if iid is None or iid == "" else as_text(iid)
 
 
 def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: dict[str, int]) -> str:
@@ -178,8 +203,12 @@ def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: 
     return f"{prefix}-{digest}" if n == 0 else f"{prefix}-{digest}-{n}"
 
 
-def parse_task(path: str | os.PathLike[str], data: bytes | None = None, name: str | None = None) -> Task:
-    """Parse one task file (NI schema). Raises DataError naming the file and the field."""
+def parse_task(
+    path: str | os.PathLike[str], data: bytes | None = None, name: str | None = None, keep: Keep | None = None
+) -> Task:
+    """Parse one task file (NI schema). Raises DataError naming the file and the field.
+
+    `keep(count) -> indices` reads only those instances (see `_FieldReader.instances`); by default all."""
     path = Path(path)
     name = name or path.stem
     if data is None:
@@ -209,7 +238,7 @@ def parse_task(path: str | os.PathLike[str], data: bytes | None = None, name: st
         definition=definition,
         positive_examples=r.examples(raw, "Positive Examples"),
         negative_examples=r.examples(raw, "Negative Examples"),
-        instances=r.instances(raw, name),
+        instances=r.instances(raw, name, keep),
         categories=categories,
         extra={k: v for k, v in raw.items() if k not in known},
     )
@@ -242,27 +271,34 @@ def read_split(root: str | os.PathLike[str], track: str, split: str) -> list[str
     return names
 
 
-def select_instances(
-    task: Task, split: str, max_instances: int | None, seed: int
-) -> list[Instance]:
+def sample_indices(task_name: str, split: str, count: int, max_instances: int | None, seed: int) -> Sequence[int]:
+    """The indices of the instances a task of `count` instances contributes to a split (module docstring)."""
+    pool = min(count, EVAL_INSTANCES_PER_TASK) if split == "test" else count
+    if max_instances is None or max_instances < 0 or max_instances >= pool:
+        return range(pool)
+    rng = random.Random(f"{seed}:{split}:{task_name}")
+    return sorted(rng.sample(range(pool), max_instances))
+
+
+def select_instances(task: Task, split: str, max_instances: int | None, seed: int) -> list[Instance]:
     """The instances a task contributes to a split (see the module docstring)."""
-    pool = task.instances[:EVAL_INSTANCES_PER_TASK] if split == "test" else task.instances
-    if max_instances is None or max_instances < 0 or max_instances >= len(pool):
-        return list(pool)
-    rng = random.Random(f"{seed}:{split}:{task.name}")
-    keep = sorted(rng.sample(range(len(pool)), max_instances))
-    return [pool[i] for i in keep]
+    return [task.instances[i] for i in sample_indices(task.name, split, len(task.instances), max_instances, seed)]
 
 
 @dataclass
 class SplitData:
-    """The tasks of one split with the instances each contributes."""
+    """The tasks of one split with the instances each contributes, and the rule that chose them.
+
+    A task loaded through a split holds only its selected instances (`task.instances == instances[k]`)."""
 
     root: Path
     track: str
     split: str
     tasks: list[Task]
     instances: list[list[Instance]]
+    max_instances_per_task: int | None = None
+    seed: int = 42
+    task_limit: int | None = None
 
     def __iter__(self) -> Iterator[tuple[Task, Instance]]:
         for task, insts in zip(self.tasks, self.instances, strict=True):
@@ -278,6 +314,42 @@ class SplitData:
                 return t
         raise KeyError(name)
 
+    def ref(self) -> SplitRef:
+        return SplitRef(self.root, self.track, self.split, self.max_instances_per_task, self.seed, self.task_limit)
+
+    def selection(self) -> dict[str, Any]:
+        return self.ref().selection()
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """A split named but not loaded: enough to find its task files and to load it when needed."""
+
+    root: Path
+    track: str
+    split: str
+    max_instances_per_task: int | None = None
+    seed: int = 42
+    task_limit: int | None = None
+
+    def selection(self) -> dict[str, Any]:
+        """What chose the instances, apart from the files themselves (part of every cache key of the split)."""
+        return {"track": self.track, "split": self.split, "max_instances_per_task": self.max_instances_per_task,
+                "seed": self.seed, "task_limit": self.task_limit}
+
+    def task_names(self) -> list[str]:
+        names = read_split(self.root, self.track, self.split)
+        if names is None:
+            raise DataError(f"{split_path(self.root, self.track, self.split)}: split file not found")
+        return names if self.task_limit is None else names[: self.task_limit]
+
+    def task_file(self, name: str) -> Path:
+        return Path(self.root) / "tasks" / f"{name}.json"
+
+    def load(self) -> SplitData:
+        return require_split(self.root, self.track, self.split, max_instances_per_task=self.max_instances_per_task,
+                             seed=self.seed, task_limit=self.task_limit)
+
 
 def load_split(
     root: str | os.PathLike[str],
@@ -291,21 +363,23 @@ def load_split(
 
     `max_instances_per_task` is the original's `max_num_instances_per_task` for train and
     `max_num_instances_per_eval_task` for dev/test. `task_limit` keeps the first N tasks of the split file
-    (the original's number-of-tasks experiments).
+    (the original's number-of-tasks experiments). Task files are read one at a time and only the selected
+    instances are kept, so memory follows the sample, not the files.
     """
     names = read_split(root, track, split)
     if names is None:
         return None
     if task_limit is not None:
         names = names[:task_limit]
-    tasks = [parse_task(Path(root) / "tasks" / f"{n}.json") for n in names]
-    return SplitData(
-        root=Path(root),
-        track=track,
-        split=split,
-        tasks=tasks,
-        instances=[select_instances(t, split, max_instances_per_task, seed) for t in tasks],
-    )
+    tasks = []
+    for name in names:
+
+        def keep(count: int, name: str = name) -> Sequence[int]:
+            return sample_indices(name, split, count, max_instances_per_task, seed)
+
+        tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+    return SplitData(root=Path(root), track=track, split=split, tasks=tasks, instances=[t.instances for t in tasks],
+                     max_instances_per_task=max_instances_per_task, seed=seed, task_limit=task_limit)
 
 
 def require_split(root: str | os.PathLike[str], track: str, split: str, **kwargs: Any) -> SplitData:

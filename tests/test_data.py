@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ni.data import load_split, parse_task, read_split, require_split, select_instances
+from ni.data import Instance, load_split, parse_task, read_split, require_split, select_instances
 from ni.errors import DataError
 
 
@@ -120,6 +120,52 @@ def test_sampling_does_not_depend_on_other_tasks(tmp_path: Path) -> None:
     assert len(both) == 14
     # the same task gets the same subset whatever else is in the split (dev draws with its own stream)
     assert [i.id for i in both.instances[1]] == [
-        i.id for i in select_instances(both.tasks[1], "train", 7, seed=3)
+        i.id for i in select_instances(parse_task(tmp_path / "tasks" / "task2_b.json"), "train", 7, seed=3)
     ]
     assert len(alone) == 7
+
+
+def load_split_whole(root: Path, track: str, split: str, cap: int | None, seed: int) -> list[list[Instance]] | None:
+    """The loader before streaming: parse every instance of every file, then select."""
+    names = read_split(root, track, split)
+    if names is None:
+        return None
+    return [select_instances(parse_task(root / "tasks" / f"{n}.json"), split, cap, seed) for n in names]
+
+
+@pytest.mark.parametrize("track", ["default", "xlingual"])
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_streaming_loader_keeps_the_same_instances(ni_sample: Path, track: str, split: str) -> None:
+    for cap, seed in [(None, 42), (100, 42), (7, 1), (250, 3), (0, 42)]:
+        whole = load_split_whole(ni_sample, track, split, cap, seed)
+        data = load_split(ni_sample, track, split, max_instances_per_task=cap, seed=seed)
+        if whole is None:
+            assert data is None
+            continue
+        assert data is not None and data.instances == whole
+        assert [t.instances for t in data.tasks] == whole
+        assert data.selection() == {"track": track, "split": split, "max_instances_per_task": cap, "seed": seed,
+                                    "task_limit": None}
+
+
+def test_streaming_loader_derives_the_same_ids(tmp_path: Path) -> None:
+    body = quirky_task(150)
+    body["Instances"] += [dict(body["Instances"][i]) for i in (3, 3, 120)]  # duplicates: suffixed ids
+    body["Instances"][5]["id"] = "given-5"
+    write_task(tmp_path, "task9_q", body)
+    for split in ("train", "test"):
+        write_split(tmp_path, "default", split, ["task9_q"])
+        for cap in (None, 2, 40, 152):
+            got = require_split(tmp_path, "default", split, max_instances_per_task=cap, seed=5).instances
+            assert got == load_split_whole(tmp_path, "default", split, cap, 5)
+
+
+def test_streaming_loader_checks_only_what_it_keeps(tmp_path: Path) -> None:
+    body = quirky_task(150)
+    body["Instances"][120] = {"input": "no output"}
+    write_task(tmp_path, "task9_q", body)
+    write_split(tmp_path, "default", "test", ["task9_q"])
+    write_split(tmp_path, "default", "train", ["task9_q"])
+    assert len(require_split(tmp_path, "default", "test")) == 100  # instance 120 is past the test pool
+    with pytest.raises(DataError, match=r"task9_q.json: field 'Instances\[120\].output': missing"):
+        require_split(tmp_path, "default", "train")

@@ -246,9 +246,11 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "trainer", "run", "--config", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "TK_CACHE_DIR": str(tmp_path / "c")},
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # one train and one test entry, shared by both ranks (the main process built them; the other mapped them)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "c").iterdir() if p.is_dir()) == ["test", "train"]
     run = tmp_path / "run"
     status = orjson.loads((run / "status.json").read_bytes())
     assert status["state"] == "completed" and status["world_size"] == 2

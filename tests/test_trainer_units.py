@@ -57,19 +57,24 @@ def test_encoding_cache_is_keyed_by_task_content(tmp_path: Path, embedded: Path,
     tok = AutoTokenizer.from_pretrained(tiny_model)
     data = require_split(embedded, "default", "test", max_instances_per_task=5)
     first = encode_split(data, "instruct_pos_2_input", tok, 128, 16, 1, cache_key={"k": 1})
-    files = list((tmp_path / "cache").iterdir())
+
+    def entries() -> list[Path]:
+        return sorted(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+
+    files = entries()
     assert len(files) == 1
     again = encode_split(data, "instruct_pos_2_input", tok, 128, 16, 1, cache_key={"k": 1})
-    assert again == first and list((tmp_path / "cache").iterdir()) == files
+    assert again == first and entries() == files
+    assert first == encode_split(data, "instruct_pos_2_input", tok, 128, 16, 1)  # the same as without the cache
     encode_split(data, "instruct_input", tok, 128, 16, 1, cache_key={"k": 1})  # another encoding: another entry
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(entries()) == 2
     copy = tmp_path / "copy"
     shutil.copytree(embedded, copy)
     task = copy / "tasks" / f"{data.tasks[0].name}.json"
     task.write_bytes(task.read_bytes().replace(b'"Definition"', b'"Definition" ', 1))  # same data, other bytes
     encode_split(require_split(copy, "default", "test", max_instances_per_task=5), "instruct_pos_2_input", tok,
                  128, 16, 1, cache_key={"k": 1})
-    assert len(list((tmp_path / "cache").iterdir())) == 3
+    assert len(entries()) == 3
 
 
 def test_labels_are_drawn_per_epoch_from_all_references(embedded: Path, tiny_model: Path) -> None:

@@ -143,7 +143,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return main_export(args.run_dir, args.out, args.force, args.repo, args.private)
 
 
-COMMANDS = {"encode": cmd_encode, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data, "run": cmd_run,
+def _add_fetch_data(sub: argparse._SubParsersAction) -> None:
+    from trainer.fetch import NI_REMOTE, NI_REVISION
+
+    p = sub.add_parser("fetch-data", help="Super-NaturalInstructions at a pinned revision, checked (git, shallow)")
+    p.add_argument("--out", required=True, type=Path, help="the data root to create (tasks/, splits/)")
+    p.add_argument("--revision", default=NI_REVISION, help=f"tag, branch or commit (default {NI_REVISION})")
+    p.add_argument("--remote", default=NI_REMOTE, help="the git repository to fetch from")
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from trainer.fetch import fetch_data
+
+    got = fetch_data(args.out, args.revision, args.remote)
+    splits = ", ".join(f"{k} {v['tasks']}" for k, v in got["splits"].items())
+    print(f"{args.out}: {got['revision']} ({got['commit'][:12]}) {'fetched' if got['fetched'] else 'already there'}"
+          f" and checked; tasks per split: {splits}")
+    return 0
+
+
+COMMANDS = {"encode": cmd_encode, "fetch-data": cmd_fetch_data, "tiny-model": cmd_tiny_model, "make-data": cmd_make_data, "run": cmd_run,
             "demo": cmd_demo, "export": cmd_export}
 
 
@@ -156,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_export(sub)
+    _add_fetch_data(sub)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ni.data import load_split, require_split
+from ni.data import SplitRef, load_split, require_split
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
@@ -211,15 +212,17 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         if main:  # ZeRO-3 loads each rank's partition only (deepspeed.zero.Init marks those parameters with ds_id)
             run.set_status("running", loaded_partitioned=any(hasattr(p, "ds_id") for p in model.parameters()))
         tokenizer = load_tokenizer(cfg.model.tokenizer or model_path)
-        eval_split = require_split(root, cfg.data.track, "test", max_instances_per_task=cfg.data.max_instances_per_eval_task,
-                                   seed=cfg.seed) if cfg.do_predict else None
+        # The main process writes predictions and scores, so it needs the instances; the others only the cache.
+        test = SplitRef(Path(root), cfg.data.track, "test", cfg.data.max_instances_per_eval_task, cfg.seed)
+        eval_split: Any = (test.load() if main else test) if cfg.do_predict else None
 
         def predict(net: Any, split: Any, desc: str, partial: Path | None = None,
                     kept: dict[int, str] | None = None) -> list[str]:
             from trainer.predict import generate
 
-            enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
-                               cfg.data.max_target_length, cfg.seed, cache_key={"eval": desc})
+            with accelerator.main_process_first():  # the main process encodes a missing entry, the others map it
+                enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
+                                   cfg.data.max_target_length, cfg.seed, cache_key={})
             stopping = (lambda: stop.signum is not None) if partial is not None else None
             return generate(net, tokenizer, enc.input_ids, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
                             partial=partial, should_stop=stopping, kept=kept)
@@ -236,7 +239,8 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
                 return {f"eval_{k}": v for k, v in m.items()}
 
             result = train(cfg, run, accelerator, model, tokenizer,
-                           lambda epoch: load_train_set(cfg, tokenizer, root, epoch), evaluate_dev, stop)
+                           lambda epoch: main_first(accelerator, load_train_set, cfg, tokenizer, root, epoch),
+                           evaluate_dev, stop)
             model = result.model
             if result.preempted:
                 if main:
@@ -298,6 +302,12 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     finally:
         stop.restore()
         accelerator.end_training()
+
+
+def main_first(accelerator: Any, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` on the main process first, then on the others (which then find its cache entries)."""
+    with accelerator.main_process_first():
+        return fn(*args)
 
 
 def baseline_predictions(cfg: RunConfig, run: RunDir, split: Any, root: str) -> list[str]:
@@ -374,9 +384,14 @@ def resolve_model_path(name: str, data_root: str) -> str:
 
     if not Path(data_root, "tasks").is_dir():
         raise ConfigError(f"{data_root}: data root not found (needed to build the 'tiny' model)")
+    from ni.fingerprint import HashCache
+
     h = hashlib.sha256()
+    hashes = HashCache(cache_dir() / "file-hashes.json")  # a stat per file once hashed, not gigabytes per start
     for f in sorted(Path(data_root, "tasks").glob("*.json")):
-        h.update(f.name.encode() + f.read_bytes())
+        h.update(f.name.encode() + bytes.fromhex(hashes.sha256(f)))
+    with contextlib.suppress(OSError):
+        hashes.save()
     target = cache_dir().parent / "models" / f"tiny-{h.hexdigest()[:16]}"
     if not (target / "config.json").is_file():
         build_tiny_model(target, data_root)  # atomic: a concurrent builder's identical copy is replaced whole

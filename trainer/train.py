@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import orjson
 
 from ni.errors import ConfigError
 from trainer.config import RunConfig
-from trainer.dataset import Encoded, collate, epoch_batches, pick_labels
+from trainer.dataset import Encoded, collate, epoch_batches, pick_labels, source_lengths
 from trainer.rundir import RunDir
 
 
@@ -165,13 +166,13 @@ def train(
             run.prune_checkpoints(cfg.checkpoint.keep_last)
         accelerator.wait_for_everyone()
 
-    cache: dict[int, tuple[Encoded, list[list[int]], list[list[int]]]] = {}
+    cache: dict[int, tuple[Encoded, Sequence[list[int]], list[list[int]]]] = {}
 
-    def epoch_plan(epoch: int) -> tuple[Encoded, list[list[int]], list[list[int]]]:
+    def epoch_plan(epoch: int) -> tuple[Encoded, Sequence[list[int]], list[list[int]]]:
         if epoch not in cache:
             cache.clear()
             data = first if epoch == 0 else train_set_for_epoch(epoch)
-            batches = epoch_batches([len(x) for x in data.input_ids], o.per_device_batch_size, cfg.seed, epoch,
+            batches = epoch_batches(source_lengths(data), o.per_device_batch_size, cfg.seed, epoch,
                                     o.group_by_length, world * ga)
             cache[epoch] = (data, pick_labels(data, cfg.seed, epoch), batches)
         return cache[epoch]
