@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +15,10 @@ import orjson
 
 from launcher.backends.base import Backend, Job, JobState
 from launcher.manifest import Manifest, RunState
-from launcher.sweep import Sweep, load_sweep
+from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
 from ni.errors import ConfigError
+from ni.locks import Busy, alive, describe, read_holder
 
 BACKENDS = ("local", "slurm", "beaker")
 
@@ -76,28 +80,51 @@ def _warn(backend: Backend, sweep: Sweep) -> None:
         print(f"warning: {note}", file=sys.stderr)
 
 
-def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
+def _job_states(sweep: Sweep, manifest: Manifest) -> dict[str, JobState]:
+    """Every job id the manifest keeps (an older one may still run) -> its state as the backend sees it."""
     by_backend: dict[str, list[Job]] = {}
     for run in sweep.runs:
-        jobs = manifest.jobs(run.run_id)
         backend = manifest.backend_of(run.run_id)
-        if jobs and backend:
-            by_backend.setdefault(backend, []).append(jobs[-1])
+        if backend:
+            by_backend.setdefault(backend, []).extend(manifest.jobs(run.run_id))
     job_states: dict[str, JobState] = {}
     for name, jobs in by_backend.items():
+        if not jobs:
+            continue
         try:
             job_states.update(get_backend(name).status(jobs))
         except (OSError, ConfigError) as e:  # backend unreachable: the run directories still tell the truth
             print(f"warning: {name} status unavailable ({e}); using run directories", file=sys.stderr)
-    out = []
-    for run in sweep.runs:
-        jobs = manifest.jobs(run.run_id)
-        out.append(manifest.state(run, job_states.get(jobs[-1].job_id) if jobs else None))
-    return out
+    return job_states
+
+
+def _run_job_state(jobs: Sequence[Job], job_states: dict[str, JobState]) -> JobState | None:
+    """A run's job state: an active job's if any job is active (running first), else the newest job's."""
+    states = [job_states.get(j.job_id) for j in jobs]
+    for active in ("running", "pending"):
+        if active in states:
+            return active
+    return states[-1] if states else None
+
+
+def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
+    job_states = _job_states(sweep, manifest)
+    return [manifest.state(run, _run_job_state(manifest.jobs(run.run_id), job_states)) for run in sweep.runs]
 
 
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
-    manifest = Manifest(args.runs_root, sweep)
+    """Under the sweep's lock: two submits of one sweep never both decide to start a run (the second waits, then
+    finds it running or done). The manifest is read after the lock is taken, so no submit saves a stale copy."""
+    lock = Manifest(args.runs_root, sweep).lock(f"launcher submit --backend {args.backend}")
+    lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
+                                                         "(Ctrl-C stops waiting)", flush=True))
+    try:
+        return _submit(sweep, args, Manifest(args.runs_root, sweep))
+    finally:
+        lock.release()
+
+
+def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
     states = _states(sweep, manifest)
     todo = set(manifest.to_submit(states))
     skipped = {s.state for s in states if s.run_id not in todo}
@@ -128,7 +155,14 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
         for spec in specs:
             for job in backend.submit(sweep, [spec]):
                 manifest.record(spec.run, args.backend, job)
-    return cmd_status(sweep, args) if args.backend == "local" else 0
+    if args.backend != "local":
+        return 0
+    cmd_status(sweep, args)
+    failed = [s.run_id for s in _states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
+    if failed:
+        print(f"{sweep.name}: {len(failed)} run(s) did not complete: {', '.join(failed[:10])}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _recorder(manifest: Manifest, sweep: Sweep) -> Any:
@@ -172,13 +206,28 @@ def cmd_report(sweep: Sweep, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
-    manifest = Manifest(args.runs_root, sweep)
-    for run in sweep.runs:
-        jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
-        if jobs and backend:
-            get_backend(backend).cancel(jobs[-1:])
-    print(f"{sweep.name}: cancel sent")
-    return 0
+    """Under the sweep's lock, every job the manifest keeps for a run (an older one may still run). A local submit
+    holding the lock is running its runs itself: it is interrupted (it stops its trainers, which checkpoint)."""
+    lock = Manifest(args.runs_root, sweep).lock("launcher cancel")
+    try:
+        lock.acquire(wait=False)
+    except Busy:
+        holder = read_holder(lock.path)
+        if ("launcher submit --backend local" in str(holder.get("what")) and holder.get("host") == socket.gethostname()
+                and alive(int(holder.get("pid", 0)), holder.get("start"))):
+            print(f"{sweep.name}: interrupting the local submit ({describe(holder)})", flush=True)
+            os.kill(int(holder["pid"]), signal.SIGINT)
+        lock.acquire(wait=True, on_wait=lambda h: print(f"{sweep.name}: waiting for {h}", flush=True))
+    try:
+        manifest = Manifest(args.runs_root, sweep)
+        for run in sweep.runs:
+            jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
+            if jobs and backend:
+                get_backend(backend).cancel(jobs)
+        print(f"{sweep.name}: cancel sent")
+        return 0
+    finally:
+        lock.release()
 
 
 class _LiveView:
@@ -238,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--runs-root", type=Path, default=Path("runs"), help="runs go to RUNS_ROOT/<sweep>/<run-id>")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a run-config value in every run (repeatable)")
+        s.add_argument("--yes", action="store_true",
+                       help=f"accept a sweep of more than {MAX_RUNS} runs (refused otherwise, with its count)")
         if name in ("plan", "submit"):
             s.add_argument("--backend", default="local", choices=BACKENDS)
         if name == "submit":
@@ -257,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweep = load_sweep(args.sweep, args.overrides, max_runs=None if args.yes else MAX_RUNS)
     return COMMANDS[args.command](sweep, args)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from launcher.backends.base import Job, JobState, RunSpec, shell_join, trainer_command
 from launcher.sweep import Container, Sweep
 from ni.errors import ConfigError
+from ni.locks import alive, process_start
 
 
 def visible_gpus() -> list[str]:
@@ -39,6 +40,21 @@ def docker_command(container: Container, spec: RunSpec, gpus: list[str]) -> list
         argv += ["--gpus", f"\"device={','.join(gpus)}\""]
     assert container.image is not None
     return [*argv, container.image, *trainer_command(spec.config_path.resolve(), python="python")[1:]]
+
+
+def local_job_id(pid: int) -> str:
+    """`local-PID-START`: the start time makes the id name one process, never a later one given the same PID."""
+    start = process_start(pid)
+    return f"local-{pid}" if start is None else f"local-{pid}-{start}"
+
+
+def parse_local_job_id(job_id: str) -> tuple[int, int | None]:
+    parts = job_id.removeprefix("local-").split("-")
+    try:
+        return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
+    except ValueError:
+        raise ConfigError(f"manifest: '{job_id}' is not a local job id",
+                          hint="For example: local-12345-6789 (written by `launcher submit`).") from None
 
 
 class LocalBackend:
@@ -91,7 +107,7 @@ class LocalBackend:
                 try:
                     proc = subprocess.Popen(self.command(sweep, spec, slot), stdout=log, stderr=subprocess.STDOUT,
                                             env=env, start_new_session=True)
-                    job = Job(spec.run.run_id, f"local-{proc.pid}")
+                    job = Job(spec.run.run_id, local_job_id(proc.pid))
                     with lock:
                         self.procs[spec.run.run_id] = proc
                         jobs.append(job)
@@ -120,20 +136,19 @@ class LocalBackend:
         return jobs
 
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
+        """"running" while the very process that was started runs (PID and start time: a reused PID is not it)."""
         out: dict[str, JobState] = {}
         for job in jobs:
-            pid = int(job.job_id.removeprefix("local-"))
-            try:
-                os.kill(pid, 0)
-                out[job.job_id] = "running"
-            except (ProcessLookupError, PermissionError):
-                out[job.job_id] = "unknown"  # ended: the run directory tells how
+            pid, start = parse_local_job_id(job.job_id)
+            out[job.job_id] = "running" if alive(pid, start) else "unknown"  # ended: the run directory tells how
         return out
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         """SIGTERM: the trainer saves a checkpoint and exits, so the run resumes on the next submit."""
         for job in jobs:
-            pid = int(job.job_id.removeprefix("local-"))
+            pid, start = parse_local_job_id(job.job_id)
+            if not alive(pid, start):
+                continue  # ended; its PID may belong to someone else now
             try:
                 os.killpg(pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
