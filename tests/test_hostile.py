@@ -76,5 +76,217 @@ def test_a_retry_never_uses_predictions_kept_for_other_examples(tmp_path: Path, 
     assert not partial.exists()
 
 
-def _unused() -> None:  # keep imports honest until later sections use them
-    yaml.safe_dump({})
+# --- 3, 6, 7. bad sweep files: one line naming the file, the field (and line) and the allowed form ------------
+
+BASE = "base: {model: {name_or_path: tiny}, data: {max_instances_per_task: 8}}\n"
+SWEEP_CASES = [
+    # names that would become paths, job names or mount lists
+    ("name: ../../x\n" + BASE, ["s.yaml:1", "name", "not a safe name"]),
+    ("name: /abs\n" + BASE, ["s.yaml:1", "name", "not a safe name"]),
+    ("name: a/b\n" + BASE, ["s.yaml:1", "name", "not a safe name"]),
+    ("name: 'x,/etc:/hostetc'\n" + BASE, ["s.yaml:1", "name", "not a safe name"]),
+    ("name: x\n" + BASE + "variants:\n  - {name: '../v'}\n", ["s.yaml:4", "variants.0.name", "not a safe name"]),
+    ("name: x\nbase: {name: '../r', model: {name_or_path: tiny}}\n", ["name", "not a safe name"]),
+    # a key given twice silently wins today
+    ("name: x\n" + BASE + "set: {optim.lr: 1.0e-3}\nset: {optim.lr: 1.0e-4}\n", ["s.yaml:4", "key 'set' given twice"]),
+    ("name: x\nbase:\n  model: {name_or_path: tiny}\n  optim: {lr: 0.1}\n  optim: {epochs: 1}\n",
+     ["s.yaml:5", "key 'optim' given twice (first on line 4)"]),
+    # values out of range
+    ("name: x\n" + BASE + "set: {optim.lr: -1}\n", ["optim.lr", "greater than 0"]),
+    ("name: x\n" + BASE + "set: {optim.epochs: -2}\n", ["optim.epochs", "greater than 0"]),
+    ("name: x\n" + BASE + "set: {data.max_source_length: -1}\n", ["data.max_source_length", "greater than or equal to 1"]),
+    ("name: x\n" + BASE + "set: {checkpoint.every_steps: 0}\n", ["checkpoint.every_steps", "greater than or equal to 1"]),
+    ("name: x\n" + BASE + "set: {eval.dense_until: 100}\n", ["eval", "dense_every >= 1"]),
+    ("name: x\n" + BASE + "resources: {time: '25:99'}\n", ["s.yaml:3", "resources.time", "HH:MM:SS"]),
+    ("name: x\n" + BASE + "resources: {time: abc}\n", ["resources.time", "not a wall-clock limit"]),
+    ("name: x\n" + BASE + "resources: {time: '1-30:00:00'}\n", ["resources.time", "not a wall-clock limit"]),
+    ("name: x\n" + BASE + "resources: {memory: lots}\n", ["resources.memory", "not an amount of memory"]),
+    ("name: x\n" + BASE + "variants:\n  - {name: v, resources: {memory: '0G'}}\n", ["variant 'v'", "resources.memory"]),
+    # wrong types
+    ("name: x\n" + BASE + "set: {optim.lr: fast}\n", ["optim.lr", "valid number"]),
+    ("name: [x]\n" + BASE, ["s.yaml:1", "name"]),
+    ("- just\n- a list\n", ["expected a mapping"]),
+    # a grid of a million runs is named, not expanded
+    ("name: x\n" + BASE + "grid:\n" + "".join(f"  optim.k{i}: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n" for i in range(6)),
+     ["1,000,000 runs", "--yes"]),
+]
+
+
+@pytest.mark.parametrize(("text", "needles"), SWEEP_CASES, ids=[f"sweep{i}" for i in range(len(SWEEP_CASES))])
+def test_bad_sweep_is_one_line(tmp_path: Path, text: str, needles: list[str]) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(text)
+    r = cli("launcher", "plan", str(sweep), "--runs-root", str(tmp_path / "runs"), timeout=60)
+    one_line_error(r, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_sweep_files_are_one_line(tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1") + BASE.encode())
+    one_line_error(cli("launcher", "status", str(bad), "--runs-root", runs, timeout=60), "latin1.yaml", "not UTF-8")
+    one_line_error(cli("launcher", "plan", str(tmp_path), "--runs-root", runs, timeout=60), "is a directory")
+    (tmp_path / "base.yaml").write_text("model: {name_or_path: tiny\n")
+    (tmp_path / "s.yaml").write_text("name: x\nbase: base.yaml\n")
+    one_line_error(cli("launcher", "plan", str(tmp_path / "s.yaml"), "--runs-root", runs, timeout=60),
+                   "base.yaml:2", "invalid YAML")
+    (tmp_path / "base.yaml").write_bytes(b"model: {name_or_path: \xff}\n")
+    one_line_error(cli("launcher", "plan", str(tmp_path / "s.yaml"), "--runs-root", runs, timeout=60),
+                   "base.yaml", "not UTF-8")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_over_the_limit_is_expanded_with_yes(tmp_path: Path) -> None:
+    from launcher.sweep import load_sweep
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: x\n" + BASE + "grid:\n  seed: [" + ", ".join(map(str, range(1001))) + "]\n")
+    r = cli("launcher", "plan", str(sweep), "--runs-root", str(tmp_path / "runs"), timeout=60)
+    one_line_error(r, "1,001 runs", "more than 1,000", "--yes")
+    assert len(load_sweep(sweep, max_runs=None).runs) == 1001
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "pull", "report", "cancel", "logs"])
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"runs": {"r": {"jobs": "local-1"}}}', b"\xff\xfe"])
+def test_corrupt_manifest_is_one_line_for_every_command(tmp_path: Path, command: str, content: bytes) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: x\n" + BASE)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "manifest.json").write_bytes(content)
+    r = cli("launcher", command, str(sweep), "--runs-root", str(tmp_path / "runs"), timeout=120)
+    one_line_error(r, "manifest.json", "mv ")
+    assert (tmp_path / "runs" / "x" / "manifest.json").read_bytes() == content  # left as found
+    assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir() if not p.name.startswith(".")) == ["manifest.json"]
+
+
+# --- trainer and evaluation entry points -------------------------------------------------------------------
+
+
+def test_bad_run_configs_are_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "r.yaml"
+    cases = [
+        (b"model: {name_or_path: tiny}\nmodel: {name_or_path: x}\n", ["r.yaml:2", "key 'model' given twice"]),
+        (b"model: {name_or_path: \xff}\n", ["r.yaml", "not UTF-8"]),
+        (b"model: {name_or_path: tiny}\noptim: {lr: 0}\n", ["optim.lr", "greater than 0"]),
+        (b"model: {name_or_path: tiny}\nname: ../../etc\n", ["name", "not a safe name"]),
+        (b"model: {name_or_path: tiny}\noptim: {epochs: many}\n", ["optim.epochs", "valid number"]),
+    ]
+    for content, needles in cases:
+        cfg.write_bytes(content)
+        one_line_error(cli("trainer", "run", "--config", str(cfg), "--dry-run", timeout=120), *needles)
+    one_line_error(cli("trainer", "run", "--config", str(tmp_path), "--dry-run", timeout=120), "is a directory")
+
+
+def test_fp16_with_t5_is_refused_before_the_model_loads(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    from tests.test_trainer import small_run, write_config
+
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded, precision="fp16"))
+    (tiny_model / "model.safetensors").rename(tiny_model / "model.safetensors.away")  # loading weights would fail
+    try:
+        r = cli("trainer", "run", "--config", str(cfg), timeout=300)
+    finally:
+        (tiny_model / "model.safetensors.away").rename(tiny_model / "model.safetensors")
+    one_line_error(r, "precision fp16", "t5")
+    assert not (tmp_path / "run").exists()
+
+
+def _data_with_split(tmp_path: Path, embedded: Path, lines: bytes) -> Path:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(embedded, data)
+    (data / "splits" / "default" / "test_tasks.txt").write_bytes(lines)
+    return data
+
+
+@pytest.mark.parametrize(("lines", "needles"), [
+    (b"../outside/task\n", ["test_tasks.txt:1", "not a safe name"]),
+    (b"/etc/passwd\n", ["test_tasks.txt:1", "not a safe name"]),
+    (b"task\xff\n", ["test_tasks.txt", "not UTF-8"]),
+])
+def test_split_file_lines_stay_under_tasks(tmp_path: Path, embedded: Path, lines: bytes, needles: list[str]) -> None:
+    data = _data_with_split(tmp_path, embedded, lines)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "task.json").write_text("{}")
+    out = tmp_path / "preds.jsonl"
+    r = cli("evaluation", "baseline", "copy_demo", "--data", str(data), "--out", str(out), timeout=120)
+    one_line_error(r, *needles)
+    assert not out.exists()
+
+
+def test_out_that_is_a_directory_is_one_line(tmp_path: Path, embedded: Path) -> None:
+    (tmp_path / "out").mkdir()
+    r = cli("evaluation", "baseline", "copy_demo", "--data", str(embedded), "--out", str(tmp_path / "out"), timeout=120)
+    one_line_error(r, "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 64 KiB tmpfs (needs root, as in CI's containers); skipped where mounting is not allowed."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_out_on_a_full_disk_is_one_line_and_leaves_nothing(full_disk: Path, embedded: Path) -> None:
+    out = full_disk / "preds.jsonl"
+    r = cli("evaluation", "baseline", "copy_demo", "--data", str(embedded), "--out", str(out), timeout=120)
+    one_line_error(r, "No space left on device", "ENOSPC")
+    assert list(full_disk.iterdir()) == []  # no temp file left behind
+
+
+def test_failure_on_a_full_disk_still_records_failed(full_disk: Path) -> None:
+    """ENOSPC while checkpointing: the end state is told, the half-written checkpoint is gone."""
+    run = RunDir(full_disk / "run")
+    run.path.mkdir()
+    run.set_status("running", attempt=1)
+    half = run.checkpoint_dir(5)
+    half.mkdir(parents=True)
+    with pytest.raises(OSError), open(half / "weights.bin", "wb") as fh:
+        fh.write(b"\0" * (1 << 20))
+    run.set_status("failed", error="OSError: [Errno 28] No space left on device")
+    assert run.status()["state"] == "failed" and not half.exists()
+
+
+# --- 2. concurrency and liveness -----------------------------------------------------------------------------
+
+
+def test_a_reused_pid_is_not_a_live_local_job() -> None:
+    from launcher.backends.base import Job
+    from launcher.backends.local import LocalBackend, local_job_id
+    from ni.locks import process_start
+
+    me = os.getpid()
+    start = process_start(me)
+    assert local_job_id(me) == f"local-{me}-{start}"
+    backend = LocalBackend()
+    jobs = [Job("r", f"local-{me}-{start}"), Job("r", f"local-{me}-{(start or 0) + 1}"), Job("r", f"local-{me}")]
+    assert backend.status(jobs) == {jobs[0].job_id: "running", jobs[1].job_id: "unknown", jobs[2].job_id: "running"}
+
+
+def test_a_run_directory_is_run_by_one_process(tmp_path: Path) -> None:
+    """A second process claiming a held run directory is refused in one line naming the holder; once the holder
+    dies (kill -9 included) the directory is free."""
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name_or_path": "baseline:copy_demo"}, "do_train": False,
+                                   "output_dir": str(tmp_path / "run")}))
+    code = ("import sys, time; from trainer.rundir import RunDir; from trainer.config import load_config;"
+            "cfg = load_config(sys.argv[1]);"
+            "print(RunDir.of(cfg, cfg.output_dir).claim(cfg, False), flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(cfg)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "start"
+        assert RunDir(tmp_path / "run").holder() is not None
+        r = cli("trainer", "run", "--config", str(cfg), timeout=120)
+        one_line_error(r, "in use by pid", str(holder.pid), "trainer run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert RunDir(tmp_path / "run").holder() is None

@@ -105,6 +105,14 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
     model_path = resolve_model_path(cfg.model.name_or_path, root)
+    if cfg.precision == "fp16":  # refused from the model's config, before any weights load
+        from transformers import AutoConfig
+
+        try:
+            model_type = AutoConfig.from_pretrained(model_path).model_type
+        except (OSError, ValueError):
+            model_type = ""  # load_model says why in one line
+        resolve_precision(cfg, model_type)
     model = load_model(model_path)
     mixed = resolve_precision(cfg, model.config.model_type)
     import torch

@@ -21,6 +21,7 @@ that resumes gets its train_log.jsonl from the checkpoint's copy: whole in a fre
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -206,7 +207,34 @@ class RunDir:
         else:
             status.pop("finished_at", None)
             status.pop("error", None)
-        write_json(self.path / "status.json", status)
+        try:
+            write_json(self.path / "status.json", status)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or state == "running":
+                raise
+            self._write_status_on_full_disk(status)
+
+    def _write_status_on_full_disk(self, status: dict[str, Any]) -> None:
+        """The disk filled up (often while checkpointing): the end state must still be told, or the run would say
+        "running" forever. Free what the failed attempt half-wrote, then write again; as a last resort overwrite
+        status.json in place (its blocks are allocated already)."""
+        self.drop_unfinished_checkpoints()
+        data = orjson.dumps(status, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        try:
+            write_json(self.path / "status.json", status)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            with open(self.path / "status.json", "r+b") as fh:
+                fh.write(data)
+                fh.truncate()
+
+    def drop_unfinished_checkpoints(self) -> None:
+        """Remove checkpoint folders an interrupted save left without COMPLETE."""
+        if self.checkpoints.is_dir():
+            for p in self.checkpoints.iterdir():
+                if p.is_dir() and p.name.startswith("step-") and not (p / "COMPLETE").is_file():
+                    shutil.rmtree(p, ignore_errors=True)
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.path / LOG_FILE, "ab") as fh:  # one write per line: appends stay whole
