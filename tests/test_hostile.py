@@ -290,3 +290,74 @@ def test_a_run_directory_is_run_by_one_process(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert RunDir(tmp_path / "run").holder() is None
+
+
+def _small_sweep(tmp_path: Path, embedded: Path, name: str, steps: int = 2, parallel: int = 2) -> Path:
+    sweep = tmp_path / f"{name}.yaml"
+    sweep.write_text(
+        f"name: {name}\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 4,"
+        " max_instances_per_eval_task: 2, max_source_length: 96}\n"
+        f"  optim: {{max_steps: {steps}, per_device_batch_size: 4}}\n  eval: {{max_new_tokens: 4}}\n"
+        "  checkpoint: {every_steps: 1000}\n  logging: {progress: false, every_steps: 1}\n"
+        f"grid:\n  seed: [1, 2]\nbackend:\n  local: {{parallel: {parallel}}}\n")
+    return sweep
+
+
+def _attempts(run_dir: Path) -> int:
+    return int(orjson.loads((run_dir / "status.json").read_bytes()).get("attempt", 0))
+
+
+@pytest.mark.slow
+def test_two_concurrent_submits_train_every_run_once(tmp_path: Path, embedded: Path) -> None:
+    sweep, runs = _small_sweep(tmp_path, embedded, "twice"), tmp_path / "runs"
+    argv = [sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-root", str(runs)]
+    procs = [subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "COLUMNS": "200"}) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted("2 to submit" in o for o in outs) == [False, True], outs  # one submitted, the other found them
+    assert any("waiting for pid" in o and "0 to submit" in o for o in outs), outs
+    manifest = orjson.loads((runs / "twice" / "manifest.json").read_bytes())
+    assert len(manifest["runs"]) == 2 and all(len(e["jobs"]) == 1 for e in manifest["runs"].values())
+    for run_id in manifest["runs"]:
+        assert (runs / "twice" / run_id / "DONE").is_file() and _attempts(runs / "twice" / run_id) == 1
+        log = (runs / "twice" / run_id / "train_log.jsonl").read_bytes().splitlines()
+        steps = [orjson.loads(line)["step"] for line in log if b'"loss"' in line]
+        assert steps == [1, 2]  # trained once: no step twice
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_never_starts_a_run_beside_its_orphan(tmp_path: Path, embedded: Path) -> None:
+    """kill -9 of a local submit leaves its trainers running (their own sessions). A new submit sees them through
+    their run directories (even with the manifest deleted) and starts nothing beside them; cancel stops them."""
+    import signal
+    import time
+
+    sweep, runs = _small_sweep(tmp_path, embedded, "orphans", steps=400), tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep), "--runs-root", str(runs)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TK_DEBUG_STEP_DELAY": "0.2"})
+    logs: list[Path] = []
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        logs = list((runs / "orphans").glob("*/train_log.jsonl")) if (runs / "orphans").is_dir() else []
+        if len(logs) == 2 and all(b'"step":2' in p.read_bytes() for p in logs):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (runs / "orphans" / "manifest.json").unlink()  # and the record of their jobs is gone too
+    try:
+        r = cli("launcher", "submit", str(sweep), "--runs-root", str(runs), env={"COLUMNS": "200"})
+        assert r.returncode == 0 and "0 to submit, 2 skipped (running)" in r.stdout, r.stdout + r.stderr
+        r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env={"COLUMNS": "200"})
+        assert r.stdout.count("held by pid") == 2, r.stdout
+    finally:
+        for p in logs:
+            holder = RunDir(p.parent).holder() or {}
+            if holder.get("pid"):
+                os.kill(int(holder["pid"]), signal.SIGTERM)
+    deadline = time.time() + 120
+    while time.time() < deadline and any(RunDir(p.parent).holder() is not None for p in logs):
+        time.sleep(0.2)
+    assert all(_attempts(p.parent) == 1 for p in logs)  # nobody started a second attempt beside them
