@@ -361,3 +361,94 @@ def test_kill_9_of_the_launcher_never_starts_a_run_beside_its_orphan(tmp_path: P
     while time.time() < deadline and any(RunDir(p.parent).holder() is not None for p in logs):
         time.sleep(0.2)
     assert all(_attempts(p.parent) == 1 for p in logs)  # nobody started a second attempt beside them
+
+
+# --- 4, 5. secrets stay with their origin; no output over an input ------------------------------------------
+
+
+class _Recorder:
+    """An HTTP server on 127.0.0.1 that records each request's Authorization and answers `reply(path)`:
+    (status, headers, body)."""
+
+    def __init__(self, reply):  # type: ignore[no-untyped-def]
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.auth: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.auth.append(self.headers.get("Authorization", ""))
+                status, headers, body = reply(self.path)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_api_key_never_follows_a_redirect_to_another_origin() -> None:
+    from evaluation.api_baseline import ApiError, ApiSettings, request_completion
+
+    ok = orjson.dumps({"choices": [{"message": {"content": "fine."}}]})
+    other = _Recorder(lambda path: (200, {}, ok))
+    home = _Recorder(lambda path: (307, {"Location": other.url + "/v1/chat/completions"}, b"")
+                     if path.startswith("/v1/") else (200, {}, ok))
+    try:
+        settings = ApiSettings(home.url + "/v1", "m", max_retries=0)
+        with pytest.raises(ApiError, match="redirect to 127.0.0.1 not followed") as e:
+            request_completion(settings, "sk-secret-xyz", "p")
+        assert "sk-secret" not in str(e.value) and "\n" not in str(e.value)
+        assert other.auth == [] and home.auth == ["Bearer sk-secret-xyz"]
+        same = _Recorder(lambda path: (308, {"Location": "/final/chat/completions"}, b"")
+                         if path.startswith("/v1/") else (200, {}, ok))
+        try:  # within the origin a 307/308 is followed, with the key
+            assert request_completion(ApiSettings(same.url + "/v1", "m", max_retries=0), "k", "p") == "fine."
+            assert same.auth == ["Bearer k", "Bearer k"]
+        finally:
+            same.close()
+    finally:
+        other.close()
+        home.close()
+
+
+def test_no_command_writes_over_its_input(tmp_path: Path, embedded: Path) -> None:
+    preds = tmp_path / "preds.jsonl"
+    assert cli("evaluation", "baseline", "copy_demo", "--data", str(embedded), "--out", str(preds)).returncode == 0
+    before = preds.read_bytes()
+    r = cli("evaluation", "score", str(preds), "--out", str(preds), timeout=120)
+    one_line_error(r, "--out", "would write over the input PREDICTIONS")
+    r = cli("evaluation", "score", str(preds), "--out", str(tmp_path), timeout=120)
+    one_line_error(r, "would write over the input PREDICTIONS")  # a folder holding it would be replaced
+    r = cli("evaluation", "report", str(tmp_path), "--out", str(tmp_path), timeout=120)
+    one_line_error(r, "would write over the input RUNS_DIR")
+    r = cli("trainer", "encode", "--data", str(embedded), "--encoding", "instruct_input", "--out", str(embedded),
+            timeout=120)
+    one_line_error(r, "would write over the input --data")
+    assert preds.read_bytes() == before and (embedded / "tasks").is_dir()
+
+
+def test_export_of_a_run_with_corrupt_metrics_is_one_line(tmp_path: Path, embedded: Path) -> None:
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name_or_path": "baseline:copy_demo"}, "do_train": False,
+                                   "data": {"root": str(embedded)}, "output_dir": str(tmp_path / "run")}))
+    assert cli("trainer", "run", "--config", str(cfg), timeout=300).returncode == 0
+    for content, needle in [(b"{oops", "not valid JSON"), (b"[1]", "expected {overall")]:
+        (tmp_path / "run" / "metrics.json").write_bytes(content)
+        r = cli("trainer", "export", str(tmp_path / "run"), "--out", str(tmp_path / "exported"), timeout=300)
+        one_line_error(r, "metrics.json", needle)
+        assert not (tmp_path / "exported").exists()
