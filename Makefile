@@ -49,10 +49,13 @@ demo:  ## end to end on the embedded default data: data, prompts, baselines, sco
 	  || exit 1; \
 	done
 
-sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and report
-	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS)
+NO_WAIT ?=
+sweep:  ## submit SWEEP to BACKEND, live view until it ends (Ctrl-C: it runs on), then pull and report; NO_WAIT=1: submit only
+	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS) $(if $(NO_WAIT),--no-wait,--wait)
+ifeq ($(NO_WAIT),)
 	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS)
 	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS)
+endif
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
 	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS)

@@ -119,9 +119,38 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
                                                          "(Ctrl-C stops waiting)", flush=True))
     try:
-        return _submit(sweep, args, Manifest(args.runs_root, sweep))
+        code = _submit(sweep, args, Manifest(args.runs_root, sweep))
     finally:
         lock.release()
+    if code != 0 or args.backend == "local":  # local runs ran in this process: they have ended
+        return code
+    if getattr(args, "wait", False):
+        return _wait(sweep, args)
+    print(f"{sweep.name}: submitted; the jobs run without this command. Next: {_again(sweep, args, 'logs')} -f "
+          f"(live view), then {_again(sweep, args, 'pull')} and {_again(sweep, args, 'report')}")
+    return 0
+
+
+def _again(sweep: Sweep, args: argparse.Namespace, command: str) -> str:
+    return f"python -m launcher {command} {sweep.path} --runs-root {args.runs_root}"
+
+
+def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
+    """The live view until every run has ended: 0 when all completed, 1 when some did not, 130 on Ctrl-C (the
+    jobs keep running; the message says how to come back)."""
+    from launcher.logs import TERMINAL_RUN_STATES, summary
+
+    summary(sweep, Manifest(args.runs_root, sweep), follow=True, interval=float(getattr(args, "interval", 5.0)))
+    states = _states(sweep, Manifest(args.runs_root, sweep))
+    if any(s.state not in TERMINAL_RUN_STATES for s in states):
+        print(f"{sweep.name}: stopped waiting; the jobs keep running. Come back with: {_again(sweep, args, 'logs')} -f "
+              f"(or make sweep again: it submits nothing twice)", file=sys.stderr)
+        return 130
+    failed = [s.run_id for s in states if s.state != "completed"]
+    if failed:
+        print(f"{sweep.name}: {len(failed)} run(s) did not complete: {', '.join(failed[:10])}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
@@ -294,6 +323,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "submit":
             s.add_argument("--allow-stale-image", action="store_true",
                            help="submit even if the image was built from another git revision than HEAD")
+            wait = s.add_mutually_exclusive_group()
+            wait.add_argument("--wait", action="store_true",
+                              help="SLURM/Beaker: keep the live view until every run has ended (Ctrl-C: stop "
+                              "watching, the jobs keep running); exit 1 when a run did not complete")
+            wait.add_argument("--no-wait", dest="wait", action="store_false",
+                              help="return once submitted, printing the next command (the default)")
+            s.add_argument("--interval", type=float, default=5.0, help="--wait: seconds between refreshes")
         if name == "plan":
             s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
         if name == "status":

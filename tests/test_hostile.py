@@ -452,3 +452,58 @@ def test_export_of_a_run_with_corrupt_metrics_is_one_line(tmp_path: Path, embedd
         r = cli("trainer", "export", str(tmp_path / "run"), "--out", str(tmp_path / "exported"), timeout=300)
         one_line_error(r, "metrics.json", needle)
         assert not (tmp_path / "exported").exists()
+
+
+# --- 8. exit codes and states that agree ---------------------------------------------------------------------
+
+
+def test_report_and_status_agree_on_a_dead_run(tmp_path: Path) -> None:
+    """status.json says running, but the trainer died (kill -9: its lock is free) and its job is gone: both the
+    launcher's status and the report call it missing."""
+    from evaluation.runs import read_run
+    from launcher.backends.base import Job
+    from launcher.cli import _run_job_state
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+    from ni.locks import FileLock
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: dead\n" + BASE)
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    run = sweep.runs[0]
+    rd = RunDir(manifest.run_dir(run))
+    rd.path.mkdir(parents=True)
+    rd.set_status("running", attempt=1)
+    lock = FileLock(rd.path / ".lock", "trainer run")
+    lock.acquire()
+    assert read_run(rd.path, run.run_id).state == "running"  # while held: running for both
+    assert manifest.state(run, None).state == "running"
+    lock.release()  # the holder died
+    manifest.record(run, "local", Job(run.run_id, "local-999999999-1"))
+    job_state = _run_job_state(manifest.jobs(run.run_id), {"local-999999999-1": "unknown"})
+    assert manifest.state(run, job_state).state == "missing"
+    info = read_run(rd.path, run.run_id)
+    assert info.state == "missing" and any("no live process" in f for f in info.flags)
+
+
+def test_submit_wait_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """--wait: 0 when every run completed, 1 when one did not, 130 when the view stopped before the end (Ctrl-C),
+    saying how to come back."""
+    import argparse
+
+    from launcher import cli, logs
+    from launcher.manifest import RunState
+    from launcher.sweep import load_sweep
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: w\n" + BASE + "grid:\n  seed: [1, 2]\n")
+    sweep = load_sweep(sweep_file)
+    args = argparse.Namespace(runs_root=tmp_path / "runs", interval=0.01)
+    monkeypatch.setattr(logs, "summary", lambda *a, **k: 0)
+    for states, code in [(["completed", "completed"], 0), (["completed", "failed"], 1), (["running", "completed"], 130)]:
+        monkeypatch.setattr(cli, "_states", lambda *a, states=states: [RunState(r.run_id, s)
+                                                                        for r, s in zip(sweep.runs, states, strict=True)])
+        assert cli._wait(sweep, args) == code
+    assert "the jobs keep running. Come back with: python -m launcher logs" in capsys.readouterr().err
