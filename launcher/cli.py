@@ -80,8 +80,9 @@ def _warn(backend: Backend, sweep: Sweep) -> None:
         print(f"warning: {note}", file=sys.stderr)
 
 
-def _job_states(sweep: Sweep, manifest: Manifest) -> dict[str, JobState]:
-    """Every job id the manifest keeps (an older one may still run) -> its state as the backend sees it."""
+def _job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = None) -> dict[str, JobState]:
+    """Every job id the manifest keeps (an older one may still run) -> its state as the backend sees it. Backends
+    that cannot be asked are added to `unreachable`."""
     by_backend: dict[str, list[Job]] = {}
     for run in sweep.runs:
         backend = manifest.backend_of(run.run_id)
@@ -93,8 +94,11 @@ def _job_states(sweep: Sweep, manifest: Manifest) -> dict[str, JobState]:
             continue
         try:
             job_states.update(get_backend(name).status(jobs))
-        except (OSError, ConfigError) as e:  # backend unreachable: the run directories still tell the truth
-            print(f"warning: {name} status unavailable ({e}); using run directories", file=sys.stderr)
+        except (OSError, ConfigError) as e:  # unknown is not missing: such runs are never submitted again
+            print(f"warning: {name} status unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                  "runs not finished in their run directories are 'unknown'", file=sys.stderr)
+            if unreachable is not None:
+                unreachable.add(name)
     return job_states
 
 
@@ -108,8 +112,16 @@ def _run_job_state(jobs: Sequence[Job], job_states: dict[str, JobState]) -> JobS
 
 
 def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
-    job_states = _job_states(sweep, manifest)
-    return [manifest.state(run, _run_job_state(manifest.jobs(run.run_id), job_states)) for run in sweep.runs]
+    unreachable: set[str] = set()
+    job_states = _job_states(sweep, manifest, unreachable)
+    out = []
+    for run in sweep.runs:
+        state = manifest.state(run, _run_job_state(manifest.jobs(run.run_id), job_states))
+        backend = manifest.backend_of(run.run_id)
+        if backend in unreachable and state.state not in ("completed", "running"):
+            state = RunState(run.run_id, "unknown", f"controller unreachable: {backend} could not be asked")
+        out.append(state)
+    return out
 
 
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
@@ -160,8 +172,12 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
     runs = [r for r in sweep.runs if r.run_id in todo]
     print(f"{sweep.name}: {len(runs)} to submit, {len(sweep.runs) - len(runs)} skipped "
           f"({', '.join(sorted(skipped)) or 'none'})")
+    unknown = [s.run_id for s in states if s.state == "unknown"]
+    if unknown:
+        print(f"{sweep.name}: {len(unknown)} run(s) not submitted: their state is unknown (controller unreachable; "
+              "they may still be live); submit again once it answers", file=sys.stderr)
     if not runs:
-        return 0
+        return 1 if unknown else 0
     view = _LiveView(sweep, manifest) if args.backend == "local" else None
     backend = get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
                                            if view else {}))
@@ -177,15 +193,24 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
         with view:
             backend.submit(sweep, specs)
     elif args.backend == "slurm":  # job arrays: one submission per resource group
+        from launcher.backends.slurm import SubmitFailed
+
         by_id = {s.run.run_id: s.run for s in specs}
-        for job in backend.submit(sweep, specs):
-            manifest.record(by_id[job.run_id], "slurm", job)
+        jobs: list[Job] = []
+        try:
+            jobs = backend.submit(sweep, specs)
+        except SubmitFailed as e:
+            jobs = e.jobs  # the arrays sbatch took before it failed: recorded, never submitted twice
+            raise
+        finally:
+            for job in jobs:
+                manifest.record(by_id[job.run_id], "slurm", job)
     else:  # one at a time into the manifest, so a failure mid-way is completed by the next submit
         for spec in specs:
             for job in backend.submit(sweep, [spec]):
                 manifest.record(spec.run, args.backend, job)
     if args.backend != "local":
-        return 0
+        return 1 if unknown else 0
     cmd_status(sweep, args)
     failed = [s.run_id for s in _states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
     if failed:

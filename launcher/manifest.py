@@ -34,7 +34,7 @@ def _now() -> str:
 @dataclass
 class RunState:
     run_id: str
-    state: str  # completed | running | pending | failed | preempted | cancelled | missing | new
+    state: str  # completed | running | pending | failed | preempted | cancelled | missing | new | unknown
     detail: str = ""
 
 

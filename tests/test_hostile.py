@@ -507,3 +507,33 @@ def test_submit_wait_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                         for r, s in zip(sweep.runs, states, strict=True)])
         assert cli._wait(sweep, args) == code
     assert "the jobs keep running. Come back with: python -m launcher logs" in capsys.readouterr().err
+
+
+def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """squeue fails (slurmctld down): a run SLURM may still hold is 'unknown (controller unreachable)', never
+    'missing', so submit starts nothing for it, and the live view keeps waiting (unknown is not terminal)."""
+    from launcher import cli
+    from launcher.backends.base import Job
+    from launcher.logs import TERMINAL_RUN_STATES
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+    from ni.errors import ConfigError
+
+    class Down:
+        def status(self, jobs: object) -> dict:
+            raise ConfigError("squeue: no answer from SLURM after 3 tries (Unable to contact slurm controller)")
+
+    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: Down())
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: out\n" + BASE + "grid:\n  seed: [1, 2]\n")
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    live, new = sweep.runs
+    RunDir(manifest.run_dir(live)).path.mkdir(parents=True)
+    RunDir(manifest.run_dir(live)).set_status("running", attempt=1)
+    manifest.record(live, "slurm", Job(live.run_id, "4242"))
+    states = cli._states(sweep, manifest)
+    assert [(s.state, s.detail) for s in states] == [
+        ("unknown", "controller unreachable: slurm could not be asked"), ("new", "")]
+    assert manifest.to_submit(states) == [new.run_id] and "unknown" not in TERMINAL_RUN_STATES

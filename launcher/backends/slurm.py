@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from submitit.core.utils import DelayedSubmission
+from submitit.core.utils import DelayedSubmission, FailedJobError, FailedSubmissionError
 from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
@@ -179,6 +179,15 @@ class TrainerJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Requeue the same call: the trainer resumes from its newest complete checkpoint in the run dir."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+class SubmitFailed(ConfigError):
+    """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
+
+    def __init__(self, message: str, jobs: list[Job]):
+        super().__init__(message, hint="Check the cluster (sinfo, the partition, the limits) and submit again: "
+                         "what was submitted is recorded and is not submitted twice.")
+        self.jobs = jobs
 
 
 # --- parameters --------------------------------------------------------------------------------------
@@ -333,7 +342,11 @@ class SlurmBackend:
             res = chunk[0].run.resources
             ex = self._executor(sweep, res, chunk, SlurmExecutor)
             fn = self.job_callable(sweep, res, chunk)
-            submitted = ex.map_array(fn, [str(s.config_path.resolve()) for s in chunk])
+            try:
+                submitted = ex.map_array(fn, [str(s.config_path.resolve()) for s in chunk])
+            except (FailedJobError, FailedSubmissionError) as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                raise SubmitFailed(f"sbatch: {lines[-1] if lines else type(e).__name__}", jobs) from None
             jobs += [Job(s.run.run_id, str(j.job_id)) for s, j in zip(chunk, submitted, strict=True)]
         return jobs
 
