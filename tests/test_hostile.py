@@ -537,3 +537,55 @@ def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Pa
     assert [(s.state, s.detail) for s in states] == [
         ("unknown", "controller unreachable: slurm could not be asked"), ("new", "")]
     assert manifest.to_submit(states) == [new.run_id] and "unknown" not in TERMINAL_RUN_STATES
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> None:
+    """On the real cluster: slurmctld stopped by PID while one run trains and one waits. `submit` starts nothing
+    (the waiting run is 'unknown', not 'missing'), `status` says "controller unreachable"; once slurmctld is back
+    every run has exactly one job."""
+    import signal
+    import time
+
+    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    _prebuild_tiny_model()
+    conf = Path(os.environ["SLURM_CONF"])
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: outage\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
+                     "set: {optim.max_steps: 200, data.max_instances_per_task: 8, data.max_instances_per_eval_task: 2,"
+                     " logging.progress: false, checkpoint.every_steps: 1000}\nseeds: [1, 2]\n"
+                     "resources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
+                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
+    runs = tmp_path / "runs"
+    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout + r.stderr
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(RunDir(p).holder() for p in (runs / "outage").glob("??????????")):
+        time.sleep(1)
+    pidfile = conf.parent / "pids" / "slurmctld.pid"
+    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    try:
+        time.sleep(3)
+        r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), env=env)
+        assert r.returncode == 1 and "0 to submit" in r.stdout, r.stdout + r.stderr
+        assert "1 run(s) not submitted: their state is unknown (controller unreachable" in r.stderr, r.stderr
+        r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env=env)
+        assert "unknown" in r.stdout and "controller unreachable" in r.stdout and "missing" not in r.stdout, r.stdout
+    finally:
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and _cluster_reason():
+            time.sleep(1)
+    try:
+        r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env=env)
+        assert r.stdout.count("running") + r.stdout.count("pending") == 2, r.stdout + r.stderr
+        manifest = orjson.loads((runs / "outage" / "manifest.json").read_bytes())
+        assert [len(e["jobs"]) for e in manifest["runs"].values()] == [1, 1]
+    finally:
+        cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
