@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from launcher.backends.base import Backend, Job, JobState
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
 from ni.errors import ConfigError
 from ni.locks import Busy, alive, describe, read_holder
+from trainer.rundir import RunDir
 
 BACKENDS = ("local", "slurm", "beaker")
 
@@ -127,6 +126,7 @@ def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     """Under the sweep's lock: two submits of one sweep never both decide to start a run (the second waits, then
     finds it running or done). The manifest is read after the lock is taken, so no submit saves a stale copy."""
+    get_backend(args.backend).check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
     lock = Manifest(args.runs_root, sweep).lock(f"launcher submit --backend {args.backend}")
     lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
                                                          "(Ctrl-C stops waiting)", flush=True))
@@ -301,8 +301,7 @@ class _LiveView:
             table.add_column(c)
         for run in self.sweep.runs:
             d = self.manifest.run_dir(run)
-            state = "completed" if (d / "DONE").is_file() else (
-                orjson.loads((d / "status.json").read_bytes()).get("state", "") if (d / "status.json").is_file() else "")
+            state = "completed" if (d / "DONE").is_file() else str(RunDir(d).status().get("state", ""))
             table.add_row(run.run_id, str(run.varied), state, str(_last_step(d)))
         return table
 

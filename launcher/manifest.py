@@ -110,6 +110,8 @@ class Manifest:
             return RunState(run.run_id, "new")
         if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
             return RunState(run.run_id, "completed", "results not pulled yet")
+        if job_state == "cancelled":  # scancel: the trainer saved and wrote "preempted", but a person cancelled it
+            return RunState(run.run_id, "cancelled", f"step {_last_step(run_dir)}" if _last_step(run_dir) else "")
         if status.get("state") in ("failed", "preempted"):
             return RunState(run.run_id, status["state"], status.get("error", "")[:200])
         if job_state in ("failed", "cancelled", "preempted"):

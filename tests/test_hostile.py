@@ -589,3 +589,38 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
         assert [len(e["jobs"]) for e in manifest["runs"].values()] == [1, 1]
     finally:
         cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
+
+
+def test_labels_tell_what_happened(tmp_path: Path) -> None:
+    """scancel outranks the trainer's "preempted"; a new attempt keeps nothing of how the last one ended, and the
+    wall time adds up over attempts."""
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: lab\n" + BASE)
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    run = sweep.runs[0]
+    rd = RunDir(manifest.run_dir(run))
+    rd.path.mkdir(parents=True)
+    rd.set_status("running", attempt=1)
+    rd.set_status("preempted", step=7, signal=15, wall_seconds=10.0)
+    manifest.data["runs"][run.run_id] = {"backend": "slurm", "jobs": ["1"]}
+    assert manifest.state(run, "cancelled").state == "cancelled"
+    assert manifest.state(run, "preempted").state == "preempted"
+    rd.set_status("running", attempt=2)
+    assert not {"signal", "step", "finished_at"} & set(rd.status())
+    rd.set_status("completed", wall_seconds=5.5)
+    status = rd.status()
+    assert status["wall_seconds"] == 5.5 and status["wall_seconds_total"] == 15.5 and "signal" not in status
+
+
+def test_a_slurm_time_limit_shorter_than_its_warning_is_refused(tmp_path: Path) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: x\n" + BASE + "resources: {time: '00:01:00'}\n")
+    for command in ("plan", "submit"):  # refused when planning already
+        extra = ["--render"] if command == "plan" else []
+        r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
+        one_line_error(r, "resources.time 00:01:00", "90 s before", "at least 150 s")
+    assert not (tmp_path / "r").exists()

@@ -194,19 +194,26 @@ class RunDir:
     # -- status and logs ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """RUN/status.json; {} when absent, unreadable or of another shape (a run that wrote none is judged by DONE)."""
         file = self.path / "status.json"
-        return orjson.loads(file.read_bytes()) if file.is_file() else {}
+        try:
+            status = orjson.loads(file.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return status if isinstance(status, dict) else {}
 
     def set_status(self, state: str, **extra: Any) -> None:
         assert state in STATES
         status = self.status()
         status.setdefault("started_at", _now())
+        if state == "running":  # a new attempt: nothing of how the last one ended stays
+            for key in ("finished_at", "error", "signal", "phase", "predicted", "step", "wall_seconds"):
+                status.pop(key, None)
+        if "wall_seconds" in extra:  # an attempt ended: the total over attempts, too
+            status["wall_seconds_total"] = round(float(status.get("wall_seconds_total", 0)) + extra["wall_seconds"], 1)
         status.update(extra, state=state, updated_at=_now())
         if state != "running":
             status["finished_at"] = _now()
-        else:
-            status.pop("finished_at", None)
-            status.pop("error", None)
         try:
             write_json(self.path / "status.json", status)
         except OSError as e:
