@@ -85,7 +85,7 @@ def read_run(path: Path, name: str, varied: dict[str, Any] | None = None) -> Run
         state = "completed"  # a predictions-only directory (e.g. a heuristic baseline)
     else:
         state = "missing"
-    if state == "running" and (path / ".lock").is_file() and holder_if_locked(path / ".lock") is None:
+    if state == "running" and (path / "run.lock").is_file() and holder_if_locked(path / "run.lock") is None:
         state = "missing"  # what `launcher status` says too: no live process runs it, and it did not finish
         flags.append("status.json says running, but no live process holds the run directory")
     if state == "failed" and status.get("error"):

@@ -22,9 +22,10 @@ from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 from ni.io import atomic_open, write_json
 from ni.locks import FileLock, describe
-from trainer.rundir import LOCK_FILE, RunDir
+from trainer.rundir import RunDir
 
 ACTIVE: tuple[JobState, ...] = ("pending", "running")
+SWEEP_LOCK_FILE = "sweep.lock"  # runs/<sweep>/sweep.lock: held by whoever decides what to submit or cancel
 
 
 def _now() -> str:
@@ -47,8 +48,8 @@ class Manifest:
         self.data["sweep_file"] = str(sweep.path)
 
     def lock(self, what: str) -> FileLock:
-        """The sweep's lock: whoever decides what to submit or cancel holds it (`runs/<sweep>/.lock`)."""
-        return FileLock(self.dir / LOCK_FILE, what)
+        """The sweep's lock: whoever decides what to submit or cancel holds it (`runs/<sweep>/sweep.lock`)."""
+        return FileLock(self.dir / SWEEP_LOCK_FILE, what)
 
     # -- runs -----------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import yaml
 
-from trainer.rundir import PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
+from trainer.rundir import LOCK_FILE, PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -475,7 +475,7 @@ def test_report_and_status_agree_on_a_dead_run(tmp_path: Path) -> None:
     rd = RunDir(manifest.run_dir(run))
     rd.path.mkdir(parents=True)
     rd.set_status("running", attempt=1)
-    lock = FileLock(rd.path / ".lock", "trainer run")
+    lock = FileLock(rd.path / LOCK_FILE, "trainer run")
     lock.acquire()
     assert read_run(rd.path, run.run_id).state == "running"  # while held: running for both
     assert manifest.state(run, None).state == "running"

@@ -9,7 +9,7 @@
                                 and `identity`, the hash of the config and the encoded examples they were made for
     RUN/predicted_examples.jsonl, RUN/metrics.json
     RUN/DONE                    written last
-    RUN/.lock                   flock held by the one process that runs RUN (see ni/locks.py), released at its exit
+    RUN/run.lock                flock held by the one process that runs RUN (see ni/locks.py), released at its exit
 
 Every file except the append-only log is written to a temp file and renamed into place.
 
@@ -41,7 +41,7 @@ from trainer.config import RunConfig, validate_config
 STATES = ("running", "completed", "failed", "preempted")
 OWNER_FILE = "config.sha256"  # in an external checkpoint dir: the digest of the config whose checkpoints it holds
 LOG_FILE = "train_log.jsonl"
-LOCK_FILE = ".lock"  # held by the process that runs this directory, for as long as it runs
+LOCK_FILE = "run.lock"  # held by the process that runs this directory, for as long as it runs
 PARTIAL_PREDICTIONS = "predictions.partial"  # test batches an attempt stopped while predicting had finished
 PARTIAL_IDENTITY = "identity"  # in PARTIAL_PREDICTIONS: what the kept batches were computed from
 
