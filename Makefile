@@ -56,10 +56,13 @@ demo:  ## end to end on the embedded default data: data, prompts, baselines, sco
 	  || exit 1; \
 	done
 
-sweep:  ## submit SWEEP to BACKEND (local waits with a live view), then pull and report; SET="k=v ..." overrides
-	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS) $(SETS)
+NO_WAIT ?=
+sweep:  ## submit SWEEP to BACKEND, live view until it ends (Ctrl-C: it runs on), then pull and report; NO_WAIT=1: submit only; SET="k=v ..." overrides
+	$(PY) -m launcher submit $(SWEEP) --backend $(BACKEND) --runs-root $(RUNS) $(SETS) $(if $(NO_WAIT),--no-wait,--wait)
+ifeq ($(NO_WAIT),)
 	$(PY) -m launcher pull $(SWEEP) --runs-root $(RUNS) $(SETS)
 	$(PY) -m launcher report $(SWEEP) --runs-root $(RUNS) $(SETS)
+endif
 
 LIMIT ?=
 rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, CPU ranks: checkpoint, resume, predict

@@ -3,7 +3,8 @@
 Prompt: the definition + 2 positive examples encoding; temperature 0, at most 128 new tokens; the answer is the
 completion stripped and cut at its first `.`. Every response is appended to a JSONL cache keyed by
 sha256(endpoint kind, model, prompt) before it is used, so an interrupted run resumes without paying twice.
-Requests run in a bounded thread pool and are retried with exponential backoff on 429 and 5xx. The API key is
+Requests (requests + urllib3's Retry) run in a bounded thread pool and are retried with exponential backoff on
+429 and 5xx; a redirect is followed only within the endpoint's origin, so the key never reaches another host. The API key is
 read from the environment variable named by `api_key_env` and is never written to a file, a log or an error.
 """
 
@@ -12,10 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +94,64 @@ def _api_key(settings: ApiSettings) -> str:
     return key
 
 
-def request_completion(settings: ApiSettings, key: str, prompt: str, sleep: Callable[[float], None] = time.sleep) -> str:
-    """One completion's text, retried with exponential backoff on 429 / 5xx / connection errors."""
+_SESSIONS = threading.local()
+
+
+def _session(settings: ApiSettings) -> Any:
+    """This thread's HTTP session: retries (exponential backoff, Retry-After honoured) on 429 / 5xx and on
+    connection and read errors, for POST too; redirects are never followed automatically (see `_post`)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    cached = getattr(_SESSIONS, "by_settings", {})
+    if settings not in cached:
+        retry = Retry(total=settings.max_retries, backoff_factor=settings.backoff, status_forcelist=RETRY_STATUS,
+                      allowed_methods=frozenset({"POST"}), raise_on_status=False, respect_retry_after_header=True,
+                      redirect=0)
+        session = requests.Session()
+        session.trust_env = False  # no ~/.netrc credentials, no proxy settings picked up behind the user's back
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        cached[settings] = session
+        _SESSIONS.by_settings = cached
+    return cached[settings]
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
+
+
+def _post(settings: ApiSettings, url: str, data: bytes, headers: dict[str, str]) -> Any:
+    """POST, following a 307/308 redirect only within the same origin (scheme, host, port): the key in
+    `headers` never goes to another origin, and no other redirect is taken."""
+    from urllib.parse import urljoin
+
+    import requests
+
+    for _ in range(5):
+        try:
+            resp = _session(settings).post(url, data=data, headers=headers, timeout=settings.timeout,
+                                           allow_redirects=False)
+        except requests.RequestException as e:
+            raise ApiError(f"{url}: gave up after {settings.max_retries + 1} attempts "
+                           f"(last: {type(e).__name__})") from None
+        if not resp.is_redirect:
+            return resp
+        target = urljoin(url, resp.headers.get("location", ""))
+        if resp.status_code not in (307, 308) or _origin(target) != _origin(url):
+            raise ApiError(f"{url}: HTTP {resp.status_code} redirect to {_origin(target)[1] or target} not followed",
+                           hint="The API key is never sent to another origin; set base_url to the final URL.")
+        url = target
+    raise ApiError(f"{url}: too many redirects")
+
+
+def request_completion(settings: ApiSettings, key: str, prompt: str) -> str:
+    """One completion's text (retries: `_session`)."""
     base = settings.base_url.rstrip("/")
     if settings.endpoint == "chat":
         url = f"{base}/chat/completions"
@@ -107,33 +160,22 @@ def request_completion(settings: ApiSettings, key: str, prompt: str, sleep: Call
         url = f"{base}/completions"
         body = {"prompt": prompt}
     body.update(model=settings.model, temperature=0, max_tokens=MAX_TOKENS)
-    data = orjson.dumps(body)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    last = ""
-    for attempt in range(settings.max_retries + 1):
-        if attempt:
-            sleep(settings.backoff * 2 ** (attempt - 1))
-        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=settings.timeout) as resp:
-                payload = orjson.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
-            if e.code in RETRY_STATUS:
-                continue
-            raise ApiError(f"{url}: HTTP {e.code} (not retried)") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            last = str(getattr(e, "reason", e))
-            continue
-        except orjson.JSONDecodeError:
-            raise ApiError(f"{url}: response is not JSON") from None
-        try:
-            choice = payload["choices"][0]
-            text = choice["message"]["content"] if settings.endpoint == "chat" else choice["text"]
-        except (KeyError, IndexError, TypeError):
-            raise ApiError(f"{url}: response field 'choices[0]': missing or malformed") from None
-        return str(text or "")
-    raise ApiError(f"{url}: gave up after {settings.max_retries + 1} attempts (last: {last})")
+    resp = _post(settings, url, orjson.dumps(body), headers)
+    if resp.status_code in RETRY_STATUS:
+        raise ApiError(f"{url}: gave up after {settings.max_retries + 1} attempts (last: HTTP {resp.status_code})")
+    if resp.status_code != 200:
+        raise ApiError(f"{url}: HTTP {resp.status_code} (not retried)")
+    try:
+        payload = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        raise ApiError(f"{url}: response is not JSON") from None
+    try:
+        choice = payload["choices"][0]
+        text = choice["message"]["content"] if settings.endpoint == "chat" else choice["text"]
+    except (KeyError, IndexError, TypeError):
+        raise ApiError(f"{url}: response field 'choices[0]': missing or malformed") from None
+    return str(text or "")
 
 
 def api_rows(

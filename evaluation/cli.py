@@ -18,7 +18,7 @@ from evaluation.predictions import Prediction, read_predictions
 from ni.cli_util import run_cli
 from ni.data import TASK_RENAMES, TRACKS, Task, parse_task
 from ni.errors import ConfigError, DataError
-from ni.io import write_json
+from ni.io import refuse_overwriting_inputs, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    inputs = {"report": {f"RUNS_DIR {p}": p for p in getattr(args, "runs", [])},
+              "compare": {"A": getattr(args, "a", None), "B": getattr(args, "b", None)},
+              "baseline": {"--data": getattr(args, "data", None), "--cache": getattr(args, "cache", None)},
+              "score": {"PREDICTIONS": getattr(args, "predictions", None), "--data": getattr(args, "data", None)}}
+    refuse_overwriting_inputs(args.out, inputs.get(args.command, {}))
     if args.command == "report":
         from evaluation.report import run_report
 

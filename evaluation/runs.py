@@ -17,6 +17,7 @@ import yaml
 
 from evaluation.predictions import Prediction, parse_line
 from ni.errors import DataError
+from ni.locks import holder_if_locked
 
 PREDICTIONS = "predicted_examples.jsonl"
 _MARKERS = ("config.yaml", "status.json", PREDICTIONS, "DONE")
@@ -84,6 +85,9 @@ def read_run(path: Path, name: str, varied: dict[str, Any] | None = None) -> Run
         state = "completed"  # a predictions-only directory (e.g. a heuristic baseline)
     else:
         state = "missing"
+    if state == "running" and (path / "run.lock").is_file() and holder_if_locked(path / "run.lock") is None:
+        state = "missing"  # what `launcher status` says too: no live process runs it, and it did not finish
+        flags.append("status.json says running, but no live process holds the run directory")
     if state == "failed" and status.get("error"):
         flags.append(f"error: {str(status['error']).splitlines()[0][:160]}")
     return RunInfo(name, path, state, flags, config, status, varied)

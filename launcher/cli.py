@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from launcher.backends.base import Backend, Job, JobState
 from launcher.manifest import Manifest, RunState
-from launcher.sweep import Sweep, load_sweep
+from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
 from ni.errors import ConfigError
+from ni.locks import Busy, alive, describe, read_holder
+from trainer.rundir import RunDir
 
 BACKENDS = ("local", "slurm", "beaker")
 
@@ -78,36 +81,105 @@ def _warn(backend: Backend, sweep: Sweep) -> None:
         print(f"warning: {note}", file=sys.stderr)
 
 
-def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
+def _job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = None) -> dict[str, JobState]:
+    """Every job id the manifest keeps (an older one may still run) -> its state as the backend sees it. Backends
+    that cannot be asked are added to `unreachable`."""
     by_backend: dict[str, list[Job]] = {}
     for run in sweep.runs:
-        jobs = manifest.jobs(run.run_id)
         backend = manifest.backend_of(run.run_id)
-        if jobs and backend:
-            by_backend.setdefault(backend, []).append(jobs[-1])
+        if backend:
+            by_backend.setdefault(backend, []).extend(manifest.jobs(run.run_id))
     job_states: dict[str, JobState] = {}
     for name, jobs in by_backend.items():
+        if not jobs:
+            continue
         try:
             job_states.update(get_backend(name).status(jobs))
-        except (OSError, ConfigError) as e:  # backend unreachable: the run directories still tell the truth
-            print(f"warning: {name} status unavailable ({e}); using run directories", file=sys.stderr)
+        except (OSError, ConfigError) as e:  # unknown is not missing: such runs are never submitted again
+            print(f"warning: {name} status unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                  "runs not finished in their run directories are 'unknown'", file=sys.stderr)
+            if unreachable is not None:
+                unreachable.add(name)
+    return job_states
+
+
+def _run_job_state(jobs: Sequence[Job], job_states: dict[str, JobState]) -> JobState | None:
+    """A run's job state: an active job's if any job is active (running first), else the newest job's."""
+    states = [job_states.get(j.job_id) for j in jobs]
+    for active in ("running", "pending"):
+        if active in states:
+            return active
+    return states[-1] if states else None
+
+
+def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
+    unreachable: set[str] = set()
+    job_states = _job_states(sweep, manifest, unreachable)
     out = []
     for run in sweep.runs:
-        jobs = manifest.jobs(run.run_id)
-        out.append(manifest.state(run, job_states.get(jobs[-1].job_id) if jobs else None))
+        state = manifest.state(run, _run_job_state(manifest.jobs(run.run_id), job_states))
+        backend = manifest.backend_of(run.run_id)
+        if backend in unreachable and state.state not in ("completed", "running"):
+            state = RunState(run.run_id, "unknown", f"controller unreachable: {backend} could not be asked")
+        out.append(state)
     return out
 
 
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
-    manifest = Manifest(args.runs_root, sweep)
+    """Under the sweep's lock: two submits of one sweep never both decide to start a run (the second waits, then
+    finds it running or done). The manifest is read after the lock is taken, so no submit saves a stale copy."""
+    get_backend(args.backend).check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
+    lock = Manifest(args.runs_root, sweep).lock(f"launcher submit --backend {args.backend}")
+    lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
+                                                         "(Ctrl-C stops waiting)", flush=True))
+    try:
+        code = _submit(sweep, args, Manifest(args.runs_root, sweep))
+    finally:
+        lock.release()
+    if code != 0 or args.backend == "local":  # local runs ran in this process: they have ended
+        return code
+    if getattr(args, "wait", False):
+        return _wait(sweep, args)
+    print(f"{sweep.name}: submitted; the jobs run without this command. Next: {_again(sweep, args, 'logs')} -f "
+          f"(live view), then {_again(sweep, args, 'pull')} and {_again(sweep, args, 'report')}")
+    return 0
+
+
+def _again(sweep: Sweep, args: argparse.Namespace, command: str) -> str:
+    return f"python -m launcher {command} {sweep.path} --runs-root {args.runs_root}"
+
+
+def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
+    """The live view until every run has ended: 0 when all completed, 1 when some did not, 130 on Ctrl-C (the
+    jobs keep running; the message says how to come back)."""
+    from launcher.logs import TERMINAL_RUN_STATES, summary
+
+    summary(sweep, Manifest(args.runs_root, sweep), follow=True, interval=float(getattr(args, "interval", 5.0)))
+    states = _states(sweep, Manifest(args.runs_root, sweep))
+    if any(s.state not in TERMINAL_RUN_STATES for s in states):
+        print(f"{sweep.name}: stopped waiting; the jobs keep running. Come back with: {_again(sweep, args, 'logs')} -f "
+              f"(or make sweep again: it submits nothing twice)", file=sys.stderr)
+        return 130
+    failed = [s.run_id for s in states if s.state != "completed"]
+    if failed:
+        print(f"{sweep.name}: {len(failed)} run(s) did not complete: {', '.join(failed[:10])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
     states = _states(sweep, manifest)
     todo = set(manifest.to_submit(states))
     skipped = {s.state for s in states if s.run_id not in todo}
     runs = [r for r in sweep.runs if r.run_id in todo]
     print(f"{sweep.name}: {len(runs)} to submit, {len(sweep.runs) - len(runs)} skipped "
           f"({', '.join(sorted(skipped)) or 'none'})")
+    unknown = [s.run_id for s in states if s.state == "unknown"]
+    if unknown:
+        print(f"{sweep.name}: {len(unknown)} run(s) not submitted: their state is unknown (controller unreachable; "
+              "they may still be live); submit again once it answers", file=sys.stderr)
     if not runs:
-        return 0
+        return 1 if unknown else 0
     view = _LiveView(sweep, manifest) if args.backend == "local" else None
     backend = get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
                                            if view else {}))
@@ -124,14 +196,30 @@ def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
         with view:
             backend.submit(sweep, specs)
     elif args.backend == "slurm":  # job arrays: one submission per resource group
+        from launcher.backends.slurm import SubmitFailed
+
         by_id = {s.run.run_id: s.run for s in specs}
-        for job in backend.submit(sweep, specs):
-            manifest.record(by_id[job.run_id], "slurm", job)
+        jobs: list[Job] = []
+        try:
+            jobs = backend.submit(sweep, specs)
+        except SubmitFailed as e:
+            jobs = e.jobs  # the arrays sbatch took before it failed: recorded, never submitted twice
+            raise
+        finally:
+            for job in jobs:
+                manifest.record(by_id[job.run_id], "slurm", job)
     else:  # one at a time into the manifest, so a failure mid-way is completed by the next submit
         for spec in specs:
             for job in backend.submit(sweep, [spec]):
                 manifest.record(spec.run, args.backend, job)
-    return cmd_status(sweep, args) if args.backend == "local" else 0
+    if args.backend != "local":
+        return 1 if unknown else 0
+    cmd_status(sweep, args)
+    failed = [s.run_id for s in _states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
+    if failed:
+        print(f"{sweep.name}: {len(failed)} run(s) did not complete: {', '.join(failed[:10])}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_prepare(sweep: Sweep, args: argparse.Namespace, runs: Sequence[Any] | None = None) -> int:
@@ -189,13 +277,28 @@ def cmd_report(sweep: Sweep, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
-    manifest = Manifest(args.runs_root, sweep)
-    for run in sweep.runs:
-        jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
-        if jobs and backend:
-            get_backend(backend).cancel(jobs[-1:])
-    print(f"{sweep.name}: cancel sent")
-    return 0
+    """Under the sweep's lock, every job the manifest keeps for a run (an older one may still run). A local submit
+    holding the lock is running its runs itself: it is interrupted (it stops its trainers, which checkpoint)."""
+    lock = Manifest(args.runs_root, sweep).lock("launcher cancel")
+    try:
+        lock.acquire(wait=False)
+    except Busy:
+        holder = read_holder(lock.path)
+        if ("launcher submit --backend local" in str(holder.get("what")) and holder.get("host") == socket.gethostname()
+                and alive(int(holder.get("pid", 0)), holder.get("start"))):
+            print(f"{sweep.name}: interrupting the local submit ({describe(holder)})", flush=True)
+            os.kill(int(holder["pid"]), signal.SIGINT)
+        lock.acquire(wait=True, on_wait=lambda h: print(f"{sweep.name}: waiting for {h}", flush=True))
+    try:
+        manifest = Manifest(args.runs_root, sweep)
+        for run in sweep.runs:
+            jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
+            if jobs and backend:
+                get_backend(backend).cancel(jobs)
+        print(f"{sweep.name}: cancel sent")
+        return 0
+    finally:
+        lock.release()
 
 
 class _LiveView:
@@ -217,8 +320,7 @@ class _LiveView:
             table.add_column(c)
         for run in self.sweep.runs:
             d = self.manifest.run_dir(run)
-            state = "completed" if (d / "DONE").is_file() else (
-                orjson.loads((d / "status.json").read_bytes()).get("state", "") if (d / "status.json").is_file() else "")
+            state = "completed" if (d / "DONE").is_file() else str(RunDir(d).status().get("state", ""))
             table.add_row(run.run_id, str(run.varied), state, str(_last_step(d)))
         return Group(Text(f"{self.sweep.name}: local runs", style="bold"), table)  # the title on a line of its own
 
@@ -273,11 +375,20 @@ def parser() -> argparse.ArgumentParser:
                        help="runs go to RUNS_ROOT/<sweep>/<run-id>")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a run-config value in every run (repeatable)")
+        s.add_argument("--yes", action="store_true",
+                       help=f"accept a sweep of more than {MAX_RUNS} runs (refused otherwise, with its count)")
         if name in ("plan", "submit"):
             s.add_argument("--backend", default="local", choices=BACKENDS)
         if name == "submit":
             s.add_argument("--allow-stale-image", action="store_true",
                            help="submit even if the image was built from another git revision than HEAD")
+            wait = s.add_mutually_exclusive_group()
+            wait.add_argument("--wait", action="store_true",
+                              help="SLURM/Beaker: keep the live view until every run has ended (Ctrl-C: stop "
+                              "watching, the jobs keep running); exit 1 when a run did not complete")
+            wait.add_argument("--no-wait", dest="wait", action="store_false",
+                              help="return once submitted, printing the next command (the default)")
+            s.add_argument("--interval", type=float, default=5.0, help="--wait: seconds between refreshes")
         if name == "plan":
             s.add_argument("--render", action="store_true", help="print the exact artifacts each run would submit")
         if name == "status":
@@ -297,7 +408,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweep = load_sweep(args.sweep, args.overrides, max_runs=None if args.yes else MAX_RUNS)
     return COMMANDS[args.command](sweep, args)
 
 

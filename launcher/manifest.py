@@ -19,9 +19,13 @@ import yaml
 
 from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import PlannedRun, Sweep
+from ni.errors import ConfigError
 from ni.io import atomic_open, write_json
+from ni.locks import FileLock, describe
+from trainer.rundir import RunDir
 
 ACTIVE: tuple[JobState, ...] = ("pending", "running")
+SWEEP_LOCK_FILE = "sweep.lock"  # runs/<sweep>/sweep.lock: held by whoever decides what to submit or cancel
 
 
 def _now() -> str:
@@ -31,7 +35,7 @@ def _now() -> str:
 @dataclass
 class RunState:
     run_id: str
-    state: str  # completed | running | pending | failed | preempted | cancelled | missing | new
+    state: str  # completed | running | pending | failed | preempted | cancelled | missing | new | unknown
     detail: str = ""
 
 
@@ -40,10 +44,12 @@ class Manifest:
         self.sweep = sweep
         self.dir = root / sweep.name
         self.path = self.dir / "manifest.json"
-        self.data: dict[str, Any] = (
-            orjson.loads(self.path.read_bytes()) if self.path.is_file() else {"sweep": sweep.name, "runs": {}}
-        )
+        self.data: dict[str, Any] = _read(self.path) if self.path.exists() else {"sweep": sweep.name, "runs": {}}
         self.data["sweep_file"] = str(sweep.path)
+
+    def lock(self, what: str) -> FileLock:
+        """The sweep's lock: whoever decides what to submit or cancel holds it (`runs/<sweep>/sweep.lock`)."""
+        return FileLock(self.dir / SWEEP_LOCK_FILE, what)
 
     # -- runs -----------------------------------------------------------------------------------------
 
@@ -84,10 +90,15 @@ class Manifest:
     # -- state ----------------------------------------------------------------------------------------
 
     def state(self, run: PlannedRun, job_state: JobState | None) -> RunState:
-        """Combine the run directory (ground truth) with the backend's view of the newest job."""
+        """Combine the run directory (ground truth) with the backend's view of the run's jobs (`job_state`: an
+        active one if any is, else the newest). A run directory a live process holds is running, whatever the
+        manifest says (a manifest deleted or written by a crashed launcher, an orphaned trainer)."""
         run_dir = self.run_dir(run)
         if (run_dir / "DONE").is_file():
             return RunState(run.run_id, "completed")
+        holder = RunDir(run_dir).holder()
+        if holder is not None and job_state not in ACTIVE:
+            return RunState(run.run_id, "running", f"held by {describe(holder)}")
         status: dict[str, Any] = {}
         if (run_dir / "status.json").is_file():
             try:
@@ -100,6 +111,8 @@ class Manifest:
             return RunState(run.run_id, "new")
         if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
             return RunState(run.run_id, "completed", "results not pulled yet")
+        if job_state == "cancelled":  # scancel: the trainer saved and wrote "preempted", but a person cancelled it
+            return RunState(run.run_id, "cancelled", f"step {_last_step(run_dir)}" if _last_step(run_dir) else "")
         if status.get("state") in ("failed", "preempted"):
             return RunState(run.run_id, status["state"], status.get("error", "")[:200])
         if job_state in ("failed", "cancelled", "preempted"):
@@ -108,6 +121,27 @@ class Manifest:
 
     def to_submit(self, states: Sequence[RunState]) -> list[str]:
         return [s.run_id for s in states if s.state in ("new", "failed", "preempted", "cancelled", "missing")]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """manifest.json, checked for shape: {"runs": {run id: {"backend": str, "jobs": [str, ...]}}}."""
+    hint = ("It only records job ids; the run directories hold the results. Move it aside "
+            f"(mv {path} {path}.bad) and submit again: live runs are found by their run directories.")
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})", hint=hint) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a manifest file", hint=hint) from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, dict):
+        raise ConfigError(f"{path}: 'runs' must be a mapping of run id to its jobs", hint=hint)
+    for run_id, entry in runs.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("jobs", []), list)
+                and all(isinstance(j, str) for j in entry.get("jobs", []))
+                and isinstance(entry.get("backend", ""), str)):
+            raise ConfigError(f"{path}: runs.{run_id}: expected {{backend: str, jobs: [str, ...]}}", hint=hint)
+    return data
 
 
 def _last_step(run_dir: Path) -> int:

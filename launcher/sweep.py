@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ni.errors import ConfigError
+from ni.names import check_name
 from ni.yamlio import read_yaml
 from trainer.config import RunConfig, apply_overrides, fields_of, validate_config
 
@@ -46,8 +47,26 @@ class Resources(_Strict):
         None, ge=1, description="trainer ranks per node; default: one per GPU (one on a CPU-only node)"
     )
     cpus: int = Field(4, ge=1, description="CPUs per node")
-    memory: str = "16G"
-    time: str = Field("04:00:00", description="wall-clock limit, HH:MM:SS or D-HH:MM:SS")
+    memory: str = Field("16G", description="per node: a number with a unit K, M, G or T (binary), e.g. 64G")
+    time: str = Field("04:00:00", description="wall-clock limit, HH:MM:SS or D-HH:MM:SS (or MM:SS)")
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        duration_seconds(v)
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        m = MEMORY.fullmatch(v)
+        if not m or float(m.group(1)) <= 0:
+            raise ValueError(f"'{v}' is not an amount of memory: a number with a unit K, M, G or T, e.g. 64G or 500M")
+        return v
+
+    @property
+    def time_seconds(self) -> int:
+        return duration_seconds(self.time)
 
     @property
     def ranks_per_node(self) -> int:
@@ -56,6 +75,24 @@ class Resources(_Strict):
     @property
     def world_size(self) -> int:
         return self.nodes * self.ranks_per_node
+
+
+MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT](?:i?B)?)\s*", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)\s*")
+
+
+def duration_seconds(text: str) -> int:
+    """A SLURM-style wall-clock limit, D-HH:MM:SS, HH:MM:SS or MM:SS, in seconds; ValueError for anything else
+    (minutes and seconds below 60, hours below 24 after a day count, more than zero in all)."""
+    m = _DURATION.fullmatch(text)
+    if m:
+        days, hours, minutes, seconds = (int(g) if g is not None else None for g in m.groups())
+        ok = minutes is not None and seconds is not None and minutes < 60 and seconds < 60
+        ok = ok and not (days is not None and (hours is None or hours >= 24))
+        total = (days or 0) * 86400 + (hours or 0) * 3600 + (minutes or 0) * 60 + (seconds or 0)
+        if ok and total > 0:
+            return total
+    raise ValueError(f"'{text}' is not a wall-clock limit: HH:MM:SS or D-HH:MM:SS, e.g. \"04:00:00\" or \"2-00:00:00\"")
 
 
 class Container(_Strict):
@@ -161,12 +198,17 @@ class Backends(_Strict):
 
 class Variant(_Strict):
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v)
     set: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
 
 
 class SweepFile(_Strict):
-    name: str
+    name: str = Field(description="runs go to RUNS_ROOT/<name>/; a safe name (see ni/names.py)")
     base: str | dict[str, Any]
     set: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -176,6 +218,11 @@ class SweepFile(_Strict):
     seeds: list[int] = Field(default_factory=list)
     resources: Resources = Resources()
     backend: Backends = Backends()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v)
 
 
 @dataclass
@@ -234,8 +281,12 @@ def _fail(path: Path, node: yaml.Node | None, loc: tuple[Any, ...], msg: str, hi
     return ConfigError(f"{path}{f':{line}' if line else ''}: {msg}", hint=hint)
 
 
-def load_sweep(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Sweep:
-    """Read, validate and expand a sweep file. `overrides` are `a.b=value` lines applied to every run."""
+MAX_RUNS = 1000  # a larger sweep is expanded only when asked (`--yes`): a typo in a grid is not a million runs
+
+
+def load_sweep(path: str | os.PathLike[str], overrides: list[str] | None = None, max_runs: int | None = MAX_RUNS) -> Sweep:
+    """Read, validate and expand a sweep file. `overrides` are `a.b=value` lines applied to every run; a sweep of
+    more than `max_runs` combinations is refused with its count before anything is expanded."""
     p = Path(path)
     raw, node = read_yaml(p, "sweep file", with_nodes=True)
     if not isinstance(raw, dict):
@@ -250,7 +301,21 @@ def load_sweep(path: str | os.PathLike[str], overrides: list[str] | None = None)
                         hint=f"Valid keys here: {', '.join(fields_of(SweepFile, loc[:-1]))}.") from None
         msg = err["msg"].removeprefix("Value error, ")
         raise _fail(p, node, loc, f"{'.'.join(map(str, loc))}: {msg}") from None
+    count = planned_count(spec)
+    if max_runs is not None and count > max_runs:
+        raise ConfigError(f"{p}: the sweep expands to {count:,} runs (before 'exclude:'), more than {max_runs:,}",
+                          hint="Check 'grid:', 'zip:', 'variants:' and 'seeds:'; pass --yes to expand it anyway.")
     return Sweep(p, spec, expand(p, node, spec, overrides or []))
+
+
+def planned_count(spec: SweepFile) -> int:
+    """How many runs the sweep's lists multiply out to, without expanding them."""
+    count = max(1, len(spec.variants)) * max(1, len(spec.seeds))
+    for values in spec.grid.values():
+        count *= len(values)
+    if spec.zip:
+        count *= min(len(v) for v in spec.zip.values())
+    return count
 
 
 def _base_config(p: Path, node: yaml.Node | None, spec: SweepFile) -> dict[str, Any]:
@@ -259,7 +324,7 @@ def _base_config(p: Path, node: yaml.Node | None, spec: SweepFile) -> dict[str, 
     base = (p.parent / spec.base).resolve()
     if not base.is_file():
         raise _fail(p, node, ("base",), f"base: run config '{spec.base}' not found (looked at {base})")
-    loaded = yaml.safe_load(base.read_text(encoding="utf-8")) or {}
+    loaded = read_yaml(base, "base run config")[0] or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{base}: expected a mapping at the top level")
     return loaded
@@ -317,7 +382,8 @@ def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -
             resources = Resources.model_validate({**spec.resources.model_dump(), **vres})
         except ValidationError as e:
             err = e.errors()[0]
-            raise ConfigError(f"{p}: variant '{vname}': resources.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{p}: variant '{vname}': resources.{'.'.join(map(str, err['loc']))}: {msg}") from None
         raw["world_size"] = resources.world_size  # the topology is part of the run (its effective batch)
         try:
             cfg = validate_config(raw, f"{p} ({vname or 'run'} {values})")

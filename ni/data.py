@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from ni.errors import DataError
+from ni.names import bad_name
 
 TRACKS = ("default", "xlingual")
 SPLITS = ("train", "dev", "test")
@@ -261,10 +262,17 @@ def read_split(root: str | os.PathLike[str], track: str, split: str) -> list[str
     if not path.is_file():
         return None
     names = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})", hint="Save the split file as UTF-8.") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         name = line.strip()
         if not name:
             continue
+        if bad_name(name):
+            raise DataError(f"{path}:{lineno}: task name: {bad_name(name)}",
+                            hint="Each line names a file tasks/<name>.json, e.g. task001_quoref_question_generation.")
         if not (root_path / "tasks" / f"{name}.json").is_file():
             raise DataError(f"{path}:{lineno}: task '{name}' has no file tasks/{name}.json under {root}")
         names.append(name)

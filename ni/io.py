@@ -83,3 +83,20 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_overwriting_inputs(out: str | os.PathLike[str] | None, inputs: dict[str, Any], flag: str = "--out") -> None:
+    """No command writes over one of its inputs: `out` may not be an input, nor a folder holding one (that folder
+    would be replaced). `inputs`: a name for the message -> a path (or None)."""
+    from ni.errors import ConfigError
+
+    if out is None:
+        return
+    target = Path(out).resolve()
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or target in source.parents:
+            raise ConfigError(f"{flag} {out}: would write over the input {name} ({given})",
+                              hint="Write the output somewhere else; no command replaces one of its inputs.")

@@ -339,9 +339,8 @@ def test_check_errors(tmp_path: Path, drop: str, needle: str) -> None:
 
 
 def test_check_rejects_bad_time_and_env_secret_clash(tmp_path: Path) -> None:
-    sweep = make_sweep(tmp_path, SINGLE.replace('time: "12:00:00"', 'time: "soon"'))
-    with pytest.raises(ConfigError, match="resources.time"):
-        BeakerBackend().check(sweep)
+    with pytest.raises(ConfigError, match="resources.time"):  # refused where the sweep is read (issue 14)
+        make_sweep(tmp_path, SINGLE.replace('time: "12:00:00"', 'time: "soon"'))
     sweep = make_sweep(tmp_path, SINGLE.replace("OMP_NUM_THREADS: \"4\"", "OMP_NUM_THREADS: \"4\", HF_TOKEN: x")
                        .replace("    retries: 0\n", "    retries: 0\n    secrets: {HF_TOKEN: my-hf-secret}\n"))
     with pytest.raises(ConfigError, match="HF_TOKEN"):

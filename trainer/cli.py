@@ -11,7 +11,7 @@ from ni.cli_util import run_cli
 from ni.data import TRACKS, require_split
 from ni.encoding import ENCODING_NAMES, PromptEncoder, resolve_encoding
 from ni.errors import ConfigError
-from ni.io import write_jsonl
+from ni.io import refuse_overwriting_inputs, write_jsonl
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-source-length must be positive, got {args.max_source_length}")
     resolve_encoding(args.encoding)  # fail on a bad name before reading any data
     cap = args.max_instances_per_task if args.split == "train" else args.max_instances_per_eval_task
+    refuse_overwriting_inputs(args.out, {"--data": args.data})
     data = require_split(args.data, args.track, args.split, max_instances_per_task=cap, seed=args.seed)
     tokenizer = None
     if args.tokenizer is not None:
@@ -140,6 +141,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from trainer.export import main_export
 
+    refuse_overwriting_inputs(args.out, {"RUN_DIR": args.run_dir})
     return main_export(args.run_dir, args.out, args.force, args.repo, args.private)
 
 

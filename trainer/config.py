@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ni.encoding import ENCODING_NAMES
 from ni.errors import ConfigError
+from ni.names import check_name
 
 
 class _Strict(BaseModel):
@@ -54,9 +55,9 @@ class DataConfig(_Strict):
     max_instances_per_task: int | None = 100
     max_instances_per_eval_task: int | None = 100
     max_dev_instances_per_task: int | None = 20
-    task_limit: int | None = Field(None, description="keep the first N training tasks (number-of-tasks sweeps)")
-    max_source_length: int = 1024
-    max_target_length: int = 128
+    task_limit: int | None = Field(None, ge=1, description="keep the first N training tasks (number-of-tasks sweeps)")
+    max_source_length: int = Field(1024, ge=1)
+    max_target_length: int = Field(128, ge=1)
 
     @field_validator("train_encoding", "test_encoding")
     @classmethod
@@ -71,19 +72,19 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = 5e-5
+    lr: float = Field(5e-5, gt=0)
     schedule: Literal["constant", "linear"] = "constant"
-    warmup_steps: int = 0
-    epochs: float = 2.0
-    max_steps: int | None = Field(None, description="optimizer steps; overrides epochs")
+    warmup_steps: int = Field(0, ge=0)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     per_device_batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
     effective_batch_size: int | None = Field(
         None, ge=1,
         description="examples per optimizer step (per_device_batch_size x world size x grad_accum); when set, "
         "grad_accum is derived from the world size and must divide evenly")
-    max_grad_norm: float | None = 1.0
-    weight_decay: float = 0.0
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
     group_by_length: bool = True
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory for ~30% more compute")
@@ -95,7 +96,7 @@ class DeepSpeedConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    every_steps: int = 2500
+    every_steps: int = Field(2500, ge=1)
     keep_last: int = Field(2, ge=1)
     save_final_model: bool = Field(True, description="save_pretrained the trained model to RUN/model")
     dir: str | None = Field(
@@ -107,22 +108,28 @@ class CheckpointConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    every_steps: int | None = Field(None, description="score dev generations every N steps; None = never")
-    dense_until: int = Field(0, description="before this step, also evaluate every dense_every steps")
-    dense_every: int = 0
-    batch_size: int = 32
-    max_new_tokens: int = 128
+    every_steps: int | None = Field(None, ge=1, description="score dev generations every N steps; None = never")
+    dense_until: int = Field(0, ge=0, description="before this step, also evaluate every dense_every steps")
+    dense_every: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _dense(self) -> EvalConfig:
+        if self.dense_until > 0 and self.dense_every < 1:
+            raise ValueError("dense_until needs dense_every >= 1 (evaluate every dense_every steps until then)")
+        return self
 
 
 class LoggingConfig(_Strict):
-    every_steps: int = 10
+    every_steps: int = Field(10, ge=1)
     wandb: bool = False
     tensorboard: bool = False
     progress: bool = True
 
 
 class RunConfig(_Strict):
-    name: str = "run"
+    name: str = Field("run", description="names the run (trackers, default output dir); a safe name, see ni/names.py")
     model: ModelConfig
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
@@ -133,13 +140,18 @@ class RunConfig(_Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     world_size: int | None = Field(
         None, ge=1,
         description="ranks the launcher planned (nodes x ranks per node); the trainer refuses to start with any "
         "other count. Part of the run's identity (the effective batch depends on it). None: whatever it is started with",
     )
     output_dir: str | None = Field(None, description="run directory; the launcher sets it")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v)
 
     @model_validator(mode="after")
     def _something_to_do(self) -> RunConfig:

@@ -48,7 +48,24 @@ def check_run(run_dir: Path) -> tuple[RunDir, RunConfig]:
                           hint="Finish it first (python -m launcher submit ... resumes it).")
     if not (run_dir / "metrics.json").is_file() and cfg.do_predict:
         raise ConfigError(f"{run_dir}: metrics.json is missing although the run is marked done")
+    read_metrics(run_dir)  # a corrupt one is refused before any weights load
     return run, cfg
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """RUN/metrics.json ({"overall": {...}, ...}), None when absent; one line when unreadable or of another shape."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    hint = "Score the run again: python -m evaluation score RUN/predicted_examples.jsonl --out RUN/metrics.json."
+    try:
+        metrics = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})", hint=hint) from None
+    if not (isinstance(metrics, dict) and isinstance(metrics.get("overall"), dict)
+            and isinstance(metrics.get("per_category", {}), dict)):
+        raise ConfigError(f"{path}: expected {{overall: {{metric: value}}, per_category: {{...}}}}", hint=hint)
+    return metrics
 
 
 def model_source(run: RunDir, cfg: RunConfig) -> tuple[str, Path | None]:
@@ -169,7 +186,7 @@ def export(run_dir: Path, out: Path, force: bool = False, repo: str | None = Non
     if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: must not be inside the run directory {run.path}")
     model, tokenizer, source = load_for_export(run, cfg)
-    metrics = orjson.loads((run.path / "metrics.json").read_bytes()) if (run.path / "metrics.json").is_file() else None
+    metrics = read_metrics(run.path)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -18,7 +18,7 @@ from ni.errors import ConfigError, TkError
 from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
-from trainer.rundir import PARTIAL_PREDICTIONS, RunDir
+from trainer.rundir import PARTIAL_PREDICTIONS, RunDir, partial_identity
 from trainer.train import StopFlag, batch_fields, train
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
@@ -216,15 +216,18 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
         test = SplitRef(Path(root), cfg.data.track, "test", cfg.data.max_instances_per_eval_task, cfg.seed)
         eval_split: Any = (test.load() if main else test) if cfg.do_predict else None
 
+        def encoded(split: Any, desc: str) -> Any:
+            with accelerator.main_process_first():  # the main process encodes a missing entry, the others map it
+                return encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
+                                    cfg.data.max_target_length, cfg.seed, cache_key={}).input_ids
+
         def predict(net: Any, split: Any, desc: str, partial: Path | None = None,
-                    kept: dict[int, str] | None = None) -> list[str]:
+                    kept: dict[int, str] | None = None, input_ids: Any = None) -> list[str]:
             from trainer.predict import generate
 
-            with accelerator.main_process_first():  # the main process encodes a missing entry, the others map it
-                enc = encode_split(split, cfg.data.eval_encoding, tokenizer, cfg.data.max_source_length,
-                                   cfg.data.max_target_length, cfg.seed, cache_key={})
+            input_ids = encoded(split, desc) if input_ids is None else input_ids
             stopping = (lambda: stop.signum is not None) if partial is not None else None
-            return generate(net, tokenizer, enc.input_ids, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
+            return generate(net, tokenizer, input_ids, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
                             partial=partial, should_stop=stopping, kept=kept)
 
         if cfg.do_train:
@@ -263,13 +266,23 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
             from trainer.predict import PredictionStopped, read_partial
 
             partial = run.path / PARTIAL_PREDICTIONS
+            test_ids = encoded(eval_split, "test")
+            if main and len(test_ids) != len(eval_split):  # the others hold only a reference to the split
+                raise ConfigError(f"{run.path}: {len(test_ids)} encoded test examples for {len(eval_split)} instances",
+                                  hint="The encoding cache is stale: remove it (see trainer/dataset.py cache_dir).")
+            if main:  # kept predictions count only for exactly these examples and this config
+                note = run.adopt_partial(partial_identity(cfg, test_ids))
+                if note:
+                    run.log({"event": "prediction_partial_discarded", "note": note})
+                    print(note)
+            accelerator.wait_for_everyone()
             kept = read_partial(partial)
             if kept and main:
                 run.log({"event": "prediction_resumed", "kept": len(kept), "total": len(eval_split)})
                 print(f"{run.path}: resuming prediction, {len(kept)} of {len(eval_split)} examples kept from the last "
                       "attempt")
             try:
-                preds = predict(model, eval_split, "test", partial, kept)
+                preds = predict(model, eval_split, "test", partial, kept, test_ids)
             except PredictionStopped as stopped:
                 if main:
                     run.set_status("preempted", phase="predict", predicted=stopped.done, signal=stop.signum,

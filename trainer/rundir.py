@@ -5,9 +5,11 @@
     RUN/train_log.jsonl         one JSON object per logging step / evaluation (appended line by line)
     RUN/checkpoints/step-N/     accelerate state + trainer_state.json + a copy of train_log.jsonl;
                                 counts only once COMPLETE exists
-    RUN/predictions.partial/    while predicting: finished test batches per rank (an attempt stopped there resumes)
+    RUN/predictions.partial/    while predicting: finished test batches per rank (an attempt stopped there resumes),
+                                and `identity`, the hash of the config and the encoded examples they were made for
     RUN/predicted_examples.jsonl, RUN/metrics.json
     RUN/DONE                    written last
+    RUN/run.lock                flock held by the one process that runs RUN (see ni/locks.py), released at its exit
 
 Every file except the append-only log is written to a temp file and renamed into place.
 
@@ -19,23 +21,40 @@ that resumes gets its train_log.jsonl from the checkpoint's copy: whole in a fre
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from ni.errors import ConfigError
 from ni.io import atomic_open, dumps_line, write_json
+from ni.locks import Busy, FileLock, holder_if_locked
+from ni.yamlio import read_yaml
 from trainer.config import RunConfig, validate_config
 
 STATES = ("running", "completed", "failed", "preempted")
 OWNER_FILE = "config.sha256"  # in an external checkpoint dir: the digest of the config whose checkpoints it holds
 LOG_FILE = "train_log.jsonl"
+LOCK_FILE = "run.lock"  # held by the process that runs this directory, for as long as it runs
 PARTIAL_PREDICTIONS = "predictions.partial"  # test batches an attempt stopped while predicting had finished
+PARTIAL_IDENTITY = "identity"  # in PARTIAL_PREDICTIONS: what the kept batches were computed from
+
+
+def partial_identity(cfg: RunConfig, input_ids: Sequence[Sequence[int]]) -> str:
+    """The identity of a prediction pass: the run's config digest and every encoded example, in order."""
+    h = hashlib.sha256(cfg.digest().encode())
+    for ids in input_ids:
+        h.update(orjson.dumps(list(ids)) + b"\n")
+    return h.hexdigest()
+
+
+_HELD: dict[Path, FileLock] = {}  # run directories this process holds, until it exits
 
 
 def _now() -> str:
@@ -48,6 +67,7 @@ class RunDir:
         self.path = Path(path)
         self.external = checkpoints is not None
         self.checkpoints = Path(checkpoints) if checkpoints is not None else self.path / "checkpoints"
+        self._lock: FileLock | None = None
 
     @classmethod
     def of(cls, cfg: RunConfig, path: str | os.PathLike[str]) -> RunDir:
@@ -62,7 +82,7 @@ class RunDir:
         file = self.path / "config.yaml"
         if not file.is_file():
             return None
-        return validate_config(yaml.safe_load(file.read_text()), str(file))
+        return validate_config(read_yaml(file, "run config")[0], str(file))
 
     def claim(self, cfg: RunConfig, force: bool) -> str:
         """Decide what to do with this directory: 'skip' (already completed), 'resume' or 'start'.
@@ -79,6 +99,7 @@ class RunDir:
         owned = self.external and cfg.do_train  # an external checkpoint dir this run writes to
         if owned:
             self._check_owner(cfg)
+        self.hold()  # from here on this process alone changes RUN (refusals above leave no trace)
         if self.done() and not force:
             return "skip"
         if force:
@@ -94,6 +115,26 @@ class RunDir:
             return "start"
         self._restore_log(latest)
         return "resume"
+
+    def hold(self) -> None:
+        """Take RUN's lock for the rest of this process: two processes never run one directory at once."""
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        lock = _HELD.get(key)  # this process holds it already (another RunDir of the same path)
+        if lock is None:
+            lock = FileLock(key / LOCK_FILE, "trainer run")
+            try:
+                lock.acquire(wait=False)
+            except Busy as e:
+                raise Busy(str(e), hint="A run directory is run by one process at a time: wait for it, or stop it.") from None
+            _HELD[key] = lock
+        self._lock = lock
+
+    def holder(self) -> dict[str, Any] | None:
+        """The record of the live process running RUN now ({} if it left none), or None when none does."""
+        return holder_if_locked(self.path / LOCK_FILE)
 
     def _reset(self, owned: bool) -> None:
         """--force: drop the outputs and checkpoints of earlier attempts."""
@@ -129,23 +170,78 @@ class RunDir:
             with atomic_open(self.path / LOG_FILE, "wb") as fh:
                 fh.write(saved.read_bytes())
 
+    # -- kept predictions -----------------------------------------------------------------------------
+
+    def adopt_partial(self, identity: str) -> str | None:
+        """Make RUN/predictions.partial/ hold predictions for `identity` only: kept batches computed from anything
+        else (another example set, encoding or config, or of unknown origin) are discarded. Returns the one line
+        saying so, or None when nothing was discarded. Call on the main rank before any rank reads the folder."""
+        folder = self.path / PARTIAL_PREDICTIONS
+        note = None
+        if folder.is_dir():
+            stamp = folder / PARTIAL_IDENTITY
+            stored = stamp.read_text(errors="replace").strip() if stamp.is_file() else None
+            if stored == identity:
+                return None
+            if any(folder.glob("rank-*.jsonl")):
+                why = "no identity recorded" if stored is None else "made for other examples or another config"
+                note = f"{folder}: discarded the kept predictions ({why})"
+            shutil.rmtree(folder)
+        with atomic_open(folder / PARTIAL_IDENTITY) as fh:
+            fh.write(identity + "\n")
+        return note
+
     # -- status and logs ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """RUN/status.json; {} when absent, unreadable or of another shape (a run that wrote none is judged by DONE)."""
         file = self.path / "status.json"
-        return orjson.loads(file.read_bytes()) if file.is_file() else {}
+        try:
+            status = orjson.loads(file.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return status if isinstance(status, dict) else {}
 
     def set_status(self, state: str, **extra: Any) -> None:
         assert state in STATES
         status = self.status()
         status.setdefault("started_at", _now())
+        if state == "running":  # a new attempt: nothing of how the last one ended stays
+            for key in ("finished_at", "error", "signal", "phase", "predicted", "step", "wall_seconds"):
+                status.pop(key, None)
+        if "wall_seconds" in extra:  # an attempt ended: the total over attempts, too
+            status["wall_seconds_total"] = round(float(status.get("wall_seconds_total", 0)) + extra["wall_seconds"], 1)
         status.update(extra, state=state, updated_at=_now())
         if state != "running":
             status["finished_at"] = _now()
-        else:
-            status.pop("finished_at", None)
-            status.pop("error", None)
-        write_json(self.path / "status.json", status)
+        try:
+            write_json(self.path / "status.json", status)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or state == "running":
+                raise
+            self._write_status_on_full_disk(status)
+
+    def _write_status_on_full_disk(self, status: dict[str, Any]) -> None:
+        """The disk filled up (often while checkpointing): the end state must still be told, or the run would say
+        "running" forever. Free what the failed attempt half-wrote, then write again; as a last resort overwrite
+        status.json in place (its blocks are allocated already)."""
+        self.drop_unfinished_checkpoints()
+        data = orjson.dumps(status, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        try:
+            write_json(self.path / "status.json", status)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            with open(self.path / "status.json", "r+b") as fh:
+                fh.write(data)
+                fh.truncate()
+
+    def drop_unfinished_checkpoints(self) -> None:
+        """Remove checkpoint folders an interrupted save left without COMPLETE."""
+        if self.checkpoints.is_dir():
+            for p in self.checkpoints.iterdir():
+                if p.is_dir() and p.name.startswith("step-") and not (p / "COMPLETE").is_file():
+                    shutil.rmtree(p, ignore_errors=True)
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.path / LOG_FILE, "ab") as fh:  # one write per line: appends stay whole

@@ -22,6 +22,7 @@ from launcher.backends.base import Job, JobState, RunSpec, shell_join
 from launcher.sweep import Container, Sweep
 from launcher.topology import Rendezvous, Topology, free_port, launch_argv
 from ni.errors import ConfigError
+from ni.locks import alive, process_start
 
 
 def visible_gpus() -> list[str]:
@@ -71,6 +72,21 @@ class GpuPool:
         with self.cond:
             self.free += gpus
             self.cond.notify_all()
+
+
+def local_job_id(pid: int) -> str:
+    """`local-PID-START`: the start time makes the id name one process, never a later one given the same PID."""
+    start = process_start(pid)
+    return f"local-{pid}" if start is None else f"local-{pid}-{start}"
+
+
+def parse_local_job_id(job_id: str) -> tuple[int, int | None]:
+    parts = job_id.removeprefix("local-").split("-")
+    try:
+        return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
+    except ValueError:
+        raise ConfigError(f"manifest: '{job_id}' is not a local job id",
+                          hint="For example: local-12345-6789 (written by `launcher submit`).") from None
 
 
 class LocalBackend:
@@ -177,7 +193,7 @@ class LocalBackend:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(node_gpus(gpus, topo, rank))
                 envs.append(env)
             procs = start_agents(self.commands(sweep, spec, gpus), envs, log)
-            job = Job(spec.run.run_id, f"local-{procs[0].pid}")
+            job = Job(spec.run.run_id, local_job_id(procs[0].pid))
             with lock:
                 self.procs[spec.run.run_id] = procs
                 jobs.append(job)
@@ -189,21 +205,20 @@ class LocalBackend:
             log.close()
 
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
+        """"running" while the very process that was started runs (PID and start time: a reused PID is not it)."""
         out: dict[str, JobState] = {}
         for job in jobs:
-            pid = int(job.job_id.removeprefix("local-"))
-            try:
-                os.kill(pid, 0)
-                out[job.job_id] = "running"
-            except (ProcessLookupError, PermissionError):
-                out[job.job_id] = "unknown"  # ended: the run directory tells how
+            pid, start = parse_local_job_id(job.job_id)
+            out[job.job_id] = "running" if alive(pid, start) else "unknown"  # ended: the run directory tells how
         return out
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         """SIGTERM to each run's process group: the trainer (or every rank, through its agent) saves a checkpoint
         and exits, so the run resumes on the next submit."""
         for job in jobs:
-            pid = int(job.job_id.removeprefix("local-"))
+            pid, start = parse_local_job_id(job.job_id)
+            if not alive(pid, start):
+                continue  # ended; its PID may belong to someone else now
             try:
                 os.killpg(pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from submitit.core.utils import DelayedSubmission
+from submitit.core.utils import DelayedSubmission, FailedJobError, FailedSubmissionError
 from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
@@ -215,6 +215,18 @@ class TrainerJob(Checkpointable):
         return DelayedSubmission(self, *args, **kwargs)
 
 
+SIGNAL_DELAY_S = 90  # submitit's default --signal=USR2@90: the notice before the time limit
+
+
+class SubmitFailed(ConfigError):
+    """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
+
+    def __init__(self, message: str, jobs: list[Job]):
+        super().__init__(message, hint="Check the cluster (sinfo, the partition, the limits) and submit again: "
+                         "what was submitted is recorded and is not submitted twice.")
+        self.jobs = jobs
+
+
 # --- parameters --------------------------------------------------------------------------------------
 
 
@@ -348,6 +360,11 @@ class SlurmBackend:
         for run in sweep.runs:
             memory_gb(run.resources.memory)
             time_minutes(run.resources.time)
+            if run.resources.time_seconds < SIGNAL_DELAY_S + 60:
+                raise ConfigError(
+                    f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {SIGNAL_DELAY_S} s before "
+                    "its time limit (USR2: checkpoint and requeue), so a limit this short warns it at once",
+                    hint=f"Give at least {SIGNAL_DELAY_S + 60} s, e.g. time: \"00:15:00\".")
 
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
         """sbatch-<i>.sh: the exact scripts submit() hands to sbatch (with the cluster's default MaxArraySize)."""
@@ -370,7 +387,11 @@ class SlurmBackend:
             res = chunk[0].run.resources
             ex = self._executor(sweep, res, chunk, SlurmExecutor)
             fn = self.job_callable(sweep, res, chunk)
-            submitted = ex.map_array(fn, [str(s.config_path.resolve()) for s in chunk])
+            try:
+                submitted = ex.map_array(fn, [str(s.config_path.resolve()) for s in chunk])
+            except (FailedJobError, FailedSubmissionError) as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                raise SubmitFailed(f"sbatch: {lines[-1] if lines else type(e).__name__}", jobs) from None
             jobs += [Job(s.run.run_id, str(j.job_id)) for s, j in zip(chunk, submitted, strict=True)]
         return jobs
 
