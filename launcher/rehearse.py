@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from submitit.core.utils import FailedJobError
 
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.local import LocalBackend, start_agents
@@ -197,7 +198,11 @@ class SlurmRehearsal:
         return state
 
     def rehearse(self, spec: RunSpec, result: Result) -> None:
-        (job,) = self.backend.submit(self.sweep, [spec])
+        try:
+            (job,) = self.backend.submit(self.sweep, [spec])
+        except FailedJobError as e:  # sbatch's own words, e.g. "invalid partition specified: gpu"
+            result.fail(f"sbatch refused the job: {' '.join(str(e).split())}")
+            return
         result.facts["job"] = job.job_id
         deadline = time.time() + self.timeout_s
         if spec.run.config.do_train:
@@ -302,7 +307,8 @@ def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: floa
         result = Result(spec.run)
         t0 = time.time()
         runner.rehearse(spec, result)
-        check_run(spec, result)
+        if result.ok:  # a failed attempt already says why, with its log; the run directory would only repeat it
+            check_run(spec, result)
         result.facts["seconds"] = time.time() - t0
         print(result.line(), flush=True)
         results.append(result)

@@ -138,3 +138,32 @@ def test_rehearse_unknown_run_or_limit_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--limit 0"):
         cli.main(["rehearse", sweep, "--limit", "0", "--runs-root", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_rehearse_on_slurm_checks_the_backend_settings_before_writing(tmp_path: Path) -> None:
+    from launcher import cli
+    from ni.errors import ConfigError
+
+    sweep = tmp_path / "pyxis.yaml"
+    sweep.write_text(f"name: pyxis\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "backend: {slurm: {container: {kind: pyxis}}}\n")
+    with pytest.raises(ConfigError, match="container.kind is pyxis but no image is set"):
+        cli.main(["rehearse", str(sweep), "--backend", "slurm", "--runs-root", str(tmp_path / "rh")])
+    assert not (tmp_path / "rh").exists()  # nothing written
+
+
+@pytest.mark.slurm
+def test_rehearse_on_slurm_a_refused_job_is_one_failed_line(tmp_path: Path) -> None:
+    from tests.test_slurm import _cluster_reason
+
+    if reason := _cluster_reason():
+        pytest.skip(reason)
+    sweep = tmp_path / "nopart.yaml"
+    sweep.write_text(f"name: nopart\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "backend: {slurm: {partition: no-such-partition}}\n")
+    r = subprocess.run([sys.executable, "-m", "launcher", "rehearse", str(sweep), "--backend", "slurm",
+                        "--runs-root", str(tmp_path / "rh")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith(load_sweep(sweep).runs[0].run_id)]
+    assert "FAIL" in line and "sbatch refused the job:" in r.stdout and "invalid partition" in r.stdout.lower()
+    assert "Traceback" not in r.stderr and "0 of 1 runs rehearsed ok" in r.stdout
