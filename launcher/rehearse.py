@@ -32,7 +32,7 @@ from submitit.core.utils import FailedJobError
 
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.local import LocalBackend, start_agents
-from launcher.backends.slurm import SlurmBackend
+from launcher.backends.slurm import SlurmBackend, map_state
 from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
@@ -192,7 +192,7 @@ class SlurmRehearsal:
         state = ""
         while time.time() < deadline:
             state = _squeue_state(job.job_id)
-            if until(state) or state in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            if until(state) or not state or map_state(state) in ("completed", "failed", "cancelled"):
                 return state
             time.sleep(0.5)
         return state
@@ -209,14 +209,14 @@ class SlurmRehearsal:
             state = self.wait(job, deadline, until=lambda _: _checkpoint_complete(spec.run_dir))
             if not _checkpoint_complete(spec.run_dir):
                 self.backend.cancel([job])
-                result.fail(f"job {job.job_id}: no complete checkpoint (state {state or 'gone'}); "
+                result.fail(f"job {job.job_id}: no complete checkpoint (state {state or 'out of sight'}); "
                             f"log:\n      {self.log(spec, job)}")
                 return
             subprocess.run(["scancel", "--signal=USR2", job.job_id], capture_output=True, timeout=60, check=False)
             state = self.wait(job, deadline, until=lambda state: state == "PENDING")
             if state != "PENDING":
                 self.backend.cancel([job])
-                result.fail(f"job {job.job_id}: not requeued after USR2 (state {state or 'gone'}); "
+                result.fail(f"job {job.job_id}: not requeued after USR2 (state {state or 'out of sight'}); "
                             f"log:\n      {self.log(spec, job)}")
                 return
             result.facts["stopped_at"] = _read_json(spec.run_dir / "status.json").get("step")
@@ -227,14 +227,20 @@ class SlurmRehearsal:
         state = self.wait(job, time.time() + self.timeout_s)
         if state != "COMPLETED":
             self.backend.cancel([job])
-            result.fail(f"job {job.job_id}: state {state or 'gone'} after the requeue; log:\n      {self.log(spec, job)}")
+            result.fail(f"job {job.job_id}: {state or 'out of sight'} at the end, not COMPLETED; "
+                        f"log:\n      {self.log(spec, job)}")
 
 
-def _squeue_state(job_id: str) -> str:
-    """SLURM's state word for a job (PENDING, RUNNING, REQUEUED, COMPLETED...), '' once squeue has forgotten it."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
-                              text=True, timeout=60).stdout.strip()
+def _squeue_state(job_id: str, tries: int = 3) -> str:
+    """SLURM's state word for a job (PENDING, RUNNING, REQUEUED, COMPLETED...), '' once squeue has forgotten it
+    (asked again first: a busy slurmctld answers nothing too)."""
+    for attempt in range(tries):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            state = subprocess.run(["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                                   text=True, timeout=60).stdout.strip()
+            if state:
+                return state
+        time.sleep(2 if attempt + 1 < tries else 0)
     return ""
 
 
