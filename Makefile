@@ -65,8 +65,8 @@ ifeq ($(NO_WAIT),)
 endif
 
 LIMIT ?=
-rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, CPU ranks: checkpoint, resume, predict
-	$(PY) -m launcher rehearse $(SWEEP) $(if $(LIMIT),--limit $(LIMIT),) --runs-root $(RUNS)-rehearsal
+rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, on BACKEND (local or slurm): checkpoint, resume, predict
+	$(PY) -m launcher rehearse $(SWEEP) --backend $(BACKEND) $(if $(LIMIT),--limit $(LIMIT),) --runs-root $(RUNS)-rehearsal
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
 	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS) $(SETS)

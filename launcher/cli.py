@@ -358,7 +358,7 @@ def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
             raise ConfigError(f"{sweep.path}: no run {unknown[0]} in this sweep",
                               hint=f"For example: --run {sweep.runs[0].run_id} (python -m launcher plan lists them).")
         sweep.runs = [r for r in sweep.runs if r.run_id in args.run]
-    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout)
+    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout, backend=args.backend)
 
 
 COMMANDS = {"plan": cmd_plan, "prepare": cmd_prepare, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
@@ -394,7 +394,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "status":
             s.add_argument("--strict", action="store_true", help="exit 1 if a run failed or was lost")
         if name == "rehearse":
-            s.add_argument("--backend", default="local", choices=("local",), help="where the ranks run (this machine)")
+            s.add_argument("--backend", default="local", choices=("local", "slurm"),
+                           help="local: every rank on this machine; slurm: submitted to the cluster, preempted by USR2")
             s.add_argument("--limit", type=int, default=None, metavar="N", help="rehearse the first N runs only")
             s.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="rehearse this run (repeatable)")
             s.add_argument("--timeout", type=float, default=900, help="seconds each attempt of a run may take")

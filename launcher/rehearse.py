@@ -9,6 +9,10 @@ Each run is started, stopped with SIGTERM once a checkpoint is complete (the tra
 torch.distributed.run the agent forwards the signal and exits 1, the run directory says "preempted"), started again,
 and must resume from that checkpoint, finish, and write one complete predictions file. One line per run; the exit
 code is 1 if any run fails a check. Runs go to RUNS_ROOT/<sweep>/<run id of the real run>, away from real runs.
+
+With `--backend slurm` each run is submitted by the real SLURM backend instead (the sweep's partition, account,
+container, GPUs per node, one task per node) and preempted the way a cluster does it: USR2 to the job's steps once a
+checkpoint is complete, after which submitit requeues the job and it must resume. The checks are the same.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from submitit.core.utils import FailedJobError
 
-from launcher.backends.base import RunSpec
+from launcher.backends.base import Job, RunSpec
 from launcher.backends.local import LocalBackend, start_agents
+from launcher.backends.slurm import SlurmBackend, map_state
 from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
@@ -164,6 +170,80 @@ class LocalRehearsal:
             result.fail(f"second attempt: exit {codes}; log:\n      {_tail(run_dir / 'launcher.log')}")
 
 
+class SlurmRehearsal:
+    """Submits a rehearsal run through the SLURM backend and preempts it once a checkpoint is complete."""
+
+    def __init__(self, sweep: Sweep, timeout_s: float):
+        self.backend, self.timeout_s = SlurmBackend(), timeout_s
+        self.backend.check(sweep)
+        slurm = sweep.spec.backend.slurm
+        # every attempt is slowed down (the job script is the same after a requeue): the preemption must land
+        # between the first complete checkpoint and the end
+        slowed = slurm.model_copy(update={"setup": [*slurm.setup, f"export TK_DEBUG_STEP_DELAY={STEP_DELAY_S}"]})
+        spec = sweep.spec.model_copy(update={"backend": sweep.spec.backend.model_copy(update={"slurm": slowed})})
+        self.sweep = Sweep(sweep.path, spec, sweep.runs)
+
+    def log(self, spec: RunSpec, job: Job) -> str:
+        return "\n      ".join(f"{p.name}: {_tail(p)}" for p in sorted(
+            (spec.run_dir.parent / ".submitit").glob(f"{job.job_id}_*_log.err")))
+
+    def wait(self, job: Job, deadline: float, until: Callable[[str], bool] = lambda state: False) -> str:
+        """The job's SLURM state word once `until(state)` holds, it has ended, or the deadline passed ('' if gone)."""
+        state = ""
+        while time.time() < deadline:
+            state = _squeue_state(job.job_id)
+            if until(state) or not state or map_state(state) in ("completed", "failed", "cancelled"):
+                return state
+            time.sleep(0.5)
+        return state
+
+    def rehearse(self, spec: RunSpec, result: Result) -> None:
+        try:
+            (job,) = self.backend.submit(self.sweep, [spec])
+        except FailedJobError as e:  # sbatch's own words, e.g. "invalid partition specified: gpu"
+            result.fail(f"sbatch refused the job: {' '.join(str(e).split())}")
+            return
+        result.facts["job"] = job.job_id
+        deadline = time.time() + self.timeout_s
+        if spec.run.config.do_train:
+            state = self.wait(job, deadline, until=lambda _: _checkpoint_complete(spec.run_dir))
+            if not _checkpoint_complete(spec.run_dir):
+                self.backend.cancel([job])
+                result.fail(f"job {job.job_id}: no complete checkpoint (state {state or 'out of sight'}); "
+                            f"log:\n      {self.log(spec, job)}")
+                return
+            subprocess.run(["scancel", "--signal=USR2", job.job_id], capture_output=True, timeout=60, check=False)
+            state = self.wait(job, deadline, until=lambda state: state == "PENDING")
+            if state != "PENDING":
+                self.backend.cancel([job])
+                result.fail(f"job {job.job_id}: not requeued after USR2 (state {state or 'out of sight'}); "
+                            f"log:\n      {self.log(spec, job)}")
+                return
+            result.facts["stopped_at"] = _read_json(spec.run_dir / "status.json").get("step")
+            # SLURM holds a requeued job back ~2 minutes; at once would race the revocation of the old attempt's
+            # credential ("Job credential revoked" ends the job FAILED), so a few seconds on
+            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now+5"], capture_output=True,
+                           timeout=60, check=False)
+        state = self.wait(job, time.time() + self.timeout_s)
+        if state != "COMPLETED":
+            self.backend.cancel([job])
+            result.fail(f"job {job.job_id}: {state or 'out of sight'} at the end, not COMPLETED; "
+                        f"log:\n      {self.log(spec, job)}")
+
+
+def _squeue_state(job_id: str, tries: int = 3) -> str:
+    """SLURM's state word for a job (PENDING, RUNNING, REQUEUED, COMPLETED...), '' once squeue has forgotten it
+    (asked again first: a busy slurmctld answers nothing too)."""
+    for attempt in range(tries):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            state = subprocess.run(["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                                   text=True, timeout=60).stdout.strip()
+            if state:
+                return state
+        time.sleep(2 if attempt + 1 < tries else 0)
+    return ""
+
+
 def check_run(spec: RunSpec, result: Result) -> None:
     """What the run directory must show after the rehearsal: the planned world size, a resume, a full finish."""
     run, run_dir = spec.run, spec.run_dir
@@ -221,18 +301,20 @@ def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
     return specs
 
 
-def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900) -> int:
+def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900, backend: str = "local") -> int:
+    runner = SlurmRehearsal(sweep, timeout_s) if backend == "slurm" else LocalRehearsal(sweep, timeout_s)
     specs = prepare(sweep, root, limit)
+    where = "on SLURM" if backend == "slurm" else "CPU/gloo"
     print(f"{sweep.name}: rehearsing {len(specs)} of {len(sweep.runs)} runs (tiny model, embedded data, {STEPS} steps, "
-          f"CPU/gloo) in {root / sweep.name}", flush=True)
+          f"{where}) in {root / sweep.name}", flush=True)
     _build_tiny_model()
     results = []
-    runner = LocalRehearsal(sweep, timeout_s)
     for spec in specs:
         result = Result(spec.run)
         t0 = time.time()
         runner.rehearse(spec, result)
-        check_run(spec, result)
+        if result.ok:  # a failed attempt already says why, with its log; the run directory would only repeat it
+            check_run(spec, result)
         result.facts["seconds"] = time.time() - t0
         print(result.line(), flush=True)
         results.append(result)

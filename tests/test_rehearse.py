@@ -4,6 +4,7 @@ after a checkpoint, resumes it and checks the result; its checks fail on a run d
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from launcher.rehearse import STEPS, Result, check_run, prepare, toy_config
 from launcher.sweep import load_sweep
+from tests.test_slurm import two_node_cluster  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,6 +88,43 @@ def test_rehearse_two_nodes_checkpoint_resume_predict(tmp_path: Path) -> None:
     assert "1 of 1 runs rehearsed ok" in r.stdout
 
 
+def _rehearse_on_slurm(tmp_path: Path, resources: str, env: dict[str, str]) -> tuple[str, str]:
+    sweep = tmp_path / "onslurm.yaml"
+    sweep.write_text(f"name: onslurm\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "set: {optim.per_device_batch_size: 2, optim.grad_accum: 2}\n"
+                     f"resources: {{{resources}, cpus: 1, memory: 2G, time: '00:15:00'}}\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "launcher", "rehearse", str(sweep), "--backend", "slurm",
+                        "--runs-root", str(tmp_path / "rh"), "--timeout", "600"],
+                       cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
+    print(f"rehearse of one run ({resources}) on SLURM: {time.time() - t0:.0f}s\n{r.stdout}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 of 1 runs rehearsed ok" in r.stdout
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith(load_sweep(sweep).runs[0].run_id)]
+    assert " ok " in line and f"steps {STEPS}" in line and "resume ok@" in line and "complete" in line, line
+    return line, (tmp_path / "rh" / "onslurm" / ".submitit").as_posix()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_rehearse_on_slurm_two_gpus_preempted_by_usr2_resumes(tmp_path: Path) -> None:
+    """gpus: 2 -> one SLURM job on the stand-in GPUs, 2 ranks; USR2 after a checkpoint, submitit requeues, it
+    resumes, finishes, predicts: the same checks as the local rehearsal."""
+    from tests.test_slurm import _cluster_reason
+
+    if reason := _cluster_reason():
+        pytest.skip(reason)
+    line, folder = _rehearse_on_slurm(tmp_path, "gpus: 2", dict(os.environ))
+    assert "world 2/2" in line and "nodes 1x2" in line and "eff.batch 8" in line, line
+    assert "Requeued" in "".join(p.read_text() for p in Path(folder).glob("*_log.*"))  # submitit requeued it
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_rehearse_on_slurm_two_nodes_preempted_by_usr2_resumes(tmp_path: Path, two_node_cluster: str) -> None:  # noqa: F811
+    """nodes: 2 x gpus: 1 on a cluster of two virtual nodes: one job of two tasks, world size 2, requeued, resumed."""
+    line, _ = _rehearse_on_slurm(tmp_path, "nodes: 2, gpus: 1", {**os.environ, "SLURM_CONF": two_node_cluster})
+    assert "world 2/2" in line and "nodes 2x1" in line and "eff.batch 8" in line, line
 
 
 def test_rehearse_unknown_run_or_limit_is_one_line(tmp_path: Path) -> None:
@@ -99,3 +138,32 @@ def test_rehearse_unknown_run_or_limit_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--limit 0"):
         cli.main(["rehearse", sweep, "--limit", "0", "--runs-root", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_rehearse_on_slurm_checks_the_backend_settings_before_writing(tmp_path: Path) -> None:
+    from launcher import cli
+    from ni.errors import ConfigError
+
+    sweep = tmp_path / "pyxis.yaml"
+    sweep.write_text(f"name: pyxis\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "backend: {slurm: {container: {kind: pyxis}}}\n")
+    with pytest.raises(ConfigError, match="container.kind is pyxis but no image is set"):
+        cli.main(["rehearse", str(sweep), "--backend", "slurm", "--runs-root", str(tmp_path / "rh")])
+    assert not (tmp_path / "rh").exists()  # nothing written
+
+
+@pytest.mark.slurm
+def test_rehearse_on_slurm_a_refused_job_is_one_failed_line(tmp_path: Path) -> None:
+    from tests.test_slurm import _cluster_reason
+
+    if reason := _cluster_reason():
+        pytest.skip(reason)
+    sweep = tmp_path / "nopart.yaml"
+    sweep.write_text(f"name: nopart\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                     "backend: {slurm: {partition: no-such-partition}}\n")
+    r = subprocess.run([sys.executable, "-m", "launcher", "rehearse", str(sweep), "--backend", "slurm",
+                        "--runs-root", str(tmp_path / "rh")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith(load_sweep(sweep).runs[0].run_id)]
+    assert "FAIL" in line and "sbatch refused the job:" in r.stdout and "invalid partition" in r.stdout.lower()
+    assert "Traceback" not in r.stderr and "0 of 1 runs rehearsed ok" in r.stdout
