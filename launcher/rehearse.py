@@ -32,7 +32,7 @@ from submitit.core.utils import FailedJobError
 
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.local import LocalBackend, start_agents
-from launcher.backends.slurm import SlurmBackend, map_state
+from launcher.backends.slurm import SlurmBackend, SubmitFailed, map_state
 from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
@@ -200,8 +200,9 @@ class SlurmRehearsal:
     def rehearse(self, spec: RunSpec, result: Result) -> None:
         try:
             (job,) = self.backend.submit(self.sweep, [spec])
-        except FailedJobError as e:  # sbatch's own words, e.g. "invalid partition specified: gpu"
-            result.fail(f"sbatch refused the job: {' '.join(str(e).split())}")
+        except (FailedJobError, SubmitFailed) as e:  # sbatch's own words, e.g. "invalid partition specified: gpu"
+            words = e.args[0] if isinstance(e, SubmitFailed) else str(e)  # without the launcher's fix-it hint
+            result.fail(f"sbatch refused the job: {' '.join(words.split())}")
             return
         result.facts["job"] = job.job_id
         deadline = time.time() + self.timeout_s

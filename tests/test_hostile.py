@@ -566,7 +566,8 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
     r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
     assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout + r.stderr
     deadline = time.time() + 300
-    while time.time() < deadline and not any(RunDir(p).holder() for p in (runs / "outage").glob("??????????")):
+    while time.time() < deadline and not any(RunDir(p).holder() for p in (runs / "outage").glob("??????????")
+                                                 if p.is_dir()):  # run ids; not sweep.lock (also 10 characters)
         time.sleep(1)
     pidfile = conf.parent / "pids" / "slurmctld.pid"
     os.kill(int(pidfile.read_text()), signal.SIGTERM)
