@@ -66,7 +66,7 @@ endif
 
 LIMIT ?=
 rehearse:  ## every run (or LIMIT) of SWEEP with its real topology, toy model, on BACKEND (local or slurm): checkpoint, resume, predict
-	$(PY) -m launcher rehearse $(SWEEP) --backend $(BACKEND) $(if $(LIMIT),--limit $(LIMIT),) --runs-root $(RUNS)-rehearsal
+	$(PY) -m launcher rehearse $(SWEEP) --backend $(BACKEND) $(if $(LIMIT),--limit $(LIMIT),) $(if $(PARTITION),--partition $(PARTITION),) --runs-root $(RUNS)-rehearsal
 
 plan:  ## the expanded runs of SWEEP and the exact artifacts BACKEND would submit
 	$(PY) -m launcher plan $(SWEEP) --backend $(BACKEND) --render --runs-root $(RUNS) $(SETS)

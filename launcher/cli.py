@@ -358,7 +358,12 @@ def cmd_rehearse(sweep: Sweep, args: argparse.Namespace) -> int:
             raise ConfigError(f"{sweep.path}: no run {unknown[0]} in this sweep",
                               hint=f"For example: --run {sweep.runs[0].run_id} (python -m launcher plan lists them).")
         sweep.runs = [r for r in sweep.runs if r.run_id in args.run]
-    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout, backend=args.backend)
+    cluster = {k: getattr(args, k) for k in ("partition", "account", "qos") if getattr(args, k) is not None}
+    if cluster and args.backend != "slurm":
+        flag = next(iter(cluster))
+        raise ConfigError(f"--{flag} applies to a rehearsal on SLURM only", hint="Add --backend slurm.")
+    return rehearse(sweep, args.runs_root, limit=args.limit, timeout_s=args.timeout, backend=args.backend,
+                    slurm=cluster)
 
 
 COMMANDS = {"plan": cmd_plan, "prepare": cmd_prepare, "submit": cmd_submit, "status": cmd_status, "pull": cmd_pull, "report": cmd_report,
@@ -399,6 +404,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--limit", type=int, default=None, metavar="N", help="rehearse the first N runs only")
             s.add_argument("--run", action="append", default=[], metavar="RUN_ID", help="rehearse this run (repeatable)")
             s.add_argument("--timeout", type=float, default=900, help="seconds each attempt of a run may take")
+            for flag in ("partition", "account", "qos"):
+                s.add_argument(f"--{flag}", default=None,
+                               help=f"--backend slurm: submit to this {flag} instead of the sweep's "
+                               f"backend.slurm.{flag} (rehearse on a cluster other than the sweep's)")
         if name == "logs":
             s.add_argument("run_id", nargs="?", default=None, help="a run id (or a unique prefix); none: a summary")
             s.add_argument("--follow", "-f", action="store_true", help="keep following (Ctrl-C stops; the job runs on)")

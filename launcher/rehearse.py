@@ -13,6 +13,8 @@ code is 1 if any run fails a check. Runs go to RUNS_ROOT/<sweep>/<run id of the 
 With `--backend slurm` each run is submitted by the real SLURM backend instead (the sweep's partition, account,
 container, GPUs per node, one task per node) and preempted the way a cluster does it: USR2 to the job's steps once a
 checkpoint is complete, after which submitit requeues the job and it must resume. The checks are the same.
+`slurm` (from `--partition`, `--account`, `--qos`) replaces those settings of the sweep for the rehearsal, so a sweep
+written for a GPU cluster's partition can be rehearsed on any cluster (e.g. the CI one).
 """
 
 from __future__ import annotations
@@ -173,10 +175,10 @@ class LocalRehearsal:
 class SlurmRehearsal:
     """Submits a rehearsal run through the SLURM backend and preempts it once a checkpoint is complete."""
 
-    def __init__(self, sweep: Sweep, timeout_s: float):
+    def __init__(self, sweep: Sweep, timeout_s: float, cluster: dict[str, str] | None = None):
         self.backend, self.timeout_s = SlurmBackend(), timeout_s
         self.backend.check(sweep)
-        slurm = sweep.spec.backend.slurm
+        slurm = sweep.spec.backend.slurm.model_copy(update=cluster or {})
         # every attempt is slowed down (the job script is the same after a requeue): the preemption must land
         # between the first complete checkpoint and the end
         slowed = slurm.model_copy(update={"setup": [*slurm.setup, f"export TK_DEBUG_STEP_DELAY={STEP_DELAY_S}"]})
@@ -302,10 +304,17 @@ def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
     return specs
 
 
-def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900, backend: str = "local") -> int:
-    runner = SlurmRehearsal(sweep, timeout_s) if backend == "slurm" else LocalRehearsal(sweep, timeout_s)
+def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: float = 900, backend: str = "local",
+             slurm: dict[str, str] | None = None) -> int:
+    runner: SlurmRehearsal | LocalRehearsal
+    if backend == "slurm":
+        runner = SlurmRehearsal(sweep, timeout_s, slurm)
+    else:
+        runner = LocalRehearsal(sweep, timeout_s)
     specs = prepare(sweep, root, limit)
-    where = "on SLURM" if backend == "slurm" else "CPU/gloo"
+    where = "CPU/gloo"
+    if backend == "slurm":
+        where = "on SLURM" + "".join(f", {k} {v}" for k, v in (slurm or {}).items())
     print(f"{sweep.name}: rehearsing {len(specs)} of {len(sweep.runs)} runs (tiny model, embedded data, {STEPS} steps, "
           f"{where}) in {root / sweep.name}", flush=True)
     _build_tiny_model()

@@ -448,6 +448,9 @@ def rendered_artifacts(tmp: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     out["local-docker.sh"] = next(iter(LocalBackend().render(sweep, specs).values()))
     out["slurm-pyxis-sbatch.sh"] = SlurmBackend().render(sweep, specs)["sbatch-0.sh"]
+    pyxis = SlurmBackend().job_callable(sweep, specs[0].run.resources, specs)  # the trainer's step, from the host
+    out["slurm-pyxis-task.txt"] = "\n".join(pyxis.argv(specs[0].config_path, rdzv=Rendezvous("127.0.0.1", 29500),
+                                                        node="gpu-node-1")) + "\n"
     appt = sweep.spec.backend.slurm.container.model_copy(update={"kind": "apptainer",
                                                                  "image": f"docker://ghcr.io/lab/tk-lab-trainer:{SHA}"})
     sweep.spec.backend.slurm = sweep.spec.backend.slurm.model_copy(update={"container": appt})
@@ -478,6 +481,7 @@ def test_containerised_sweep_matches_goldens(tmp_path: Path) -> None:
     # every artifact runs the image of one revision, which the revision check can read back
     assert f"tk-lab-trainer:{SHA} -m torch.distributed.run" in got["local-docker.sh"]  # gpus: 2 -> 2 ranks
     assert "--nproc_per_node=2" in got["local-docker.sh"] and "-m trainer run --config" in got["local-docker.sh"]
-    assert f"--container-image=ghcr.io#lab/tk-lab-trainer:{SHA}" in got["slurm-pyxis-sbatch.sh"]
+    assert f"--container-image=ghcr.io#lab/tk-lab-trainer:{SHA}\n" in got["slurm-pyxis-task.txt"]
+    assert "--container" not in got["slurm-pyxis-sbatch.sh"]  # submitit's wrapper on the host, only the trainer in it
     assert "apptainer\nexec\n--nv\n" in got["slurm-apptainer-task.txt"]
     assert json.loads(got["beaker.json"])["tasks"][0]["image"] == {"beaker": f"lab/tk-lab-trainer-{SHA}"}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -88,14 +89,15 @@ def test_rehearse_two_nodes_checkpoint_resume_predict(tmp_path: Path) -> None:
     assert "1 of 1 runs rehearsed ok" in r.stdout
 
 
-def _rehearse_on_slurm(tmp_path: Path, resources: str, env: dict[str, str]) -> tuple[str, str]:
+def _rehearse_on_slurm(tmp_path: Path, resources: str, env: dict[str, str], backend: str = "",
+                       args: Sequence[str] = ()) -> tuple[str, str]:
     sweep = tmp_path / "onslurm.yaml"
     sweep.write_text(f"name: onslurm\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
                      "set: {optim.per_device_batch_size: 2, optim.grad_accum: 2}\n"
-                     f"resources: {{{resources}, cpus: 1, memory: 2G, time: '00:15:00'}}\n")
+                     f"resources: {{{resources}, cpus: 1, memory: 2G, time: '00:15:00'}}\n" + backend)
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "launcher", "rehearse", str(sweep), "--backend", "slurm",
-                        "--runs-root", str(tmp_path / "rh"), "--timeout", "600"],
+                        "--runs-root", str(tmp_path / "rh"), "--timeout", "600", *args],
                        cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
     print(f"rehearse of one run ({resources}) on SLURM: {time.time() - t0:.0f}s\n{r.stdout}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -109,12 +111,15 @@ def _rehearse_on_slurm(tmp_path: Path, resources: str, env: dict[str, str]) -> t
 @pytest.mark.slow
 def test_rehearse_on_slurm_two_gpus_preempted_by_usr2_resumes(tmp_path: Path) -> None:
     """gpus: 2 -> one SLURM job on the stand-in GPUs, 2 ranks; USR2 after a checkpoint, submitit requeues, it
-    resumes, finishes, predicts: the same checks as the local rehearsal."""
+    resumes, finishes, predicts: the same checks as the local rehearsal. The sweep is written for a cluster with a
+    `gpu` partition; `--partition debug` rehearses it on this one."""
     from tests.test_slurm import _cluster_reason
 
     if reason := _cluster_reason():
         pytest.skip(reason)
-    line, folder = _rehearse_on_slurm(tmp_path, "gpus: 2", dict(os.environ))
+    line, folder = _rehearse_on_slurm(tmp_path, "gpus: 2", dict(os.environ),
+                                      "backend: {slurm: {partition: gpu}}\n", ["--partition", "debug"])
+    assert "#SBATCH --partition=debug" in "".join(p.read_text() for p in Path(folder).glob("*_submission.sh"))
     assert "world 2/2" in line and "nodes 1x2" in line and "eff.batch 8" in line, line
     assert "Requeued" in "".join(p.read_text() for p in Path(folder).glob("*_log.*"))  # submitit requeued it
 
@@ -167,3 +172,24 @@ def test_rehearse_on_slurm_a_refused_job_is_one_failed_line(tmp_path: Path) -> N
     (line,) = [x for x in r.stdout.splitlines() if x.startswith(load_sweep(sweep).runs[0].run_id)]
     assert "FAIL" in line and "sbatch refused the job:" in r.stdout and "invalid partition" in r.stdout.lower()
     assert "Traceback" not in r.stderr and "0 of 1 runs rehearsed ok" in r.stdout
+
+
+def test_rehearse_partition_account_qos_override_the_sweep(tmp_path: Path) -> None:
+    """--partition/--account/--qos replace the sweep's for a rehearsal on SLURM (what sbatch gets); with the local
+    backend they are refused in one line, before anything is written."""
+    from launcher import cli
+    from launcher.rehearse import SlurmRehearsal, prepare
+    from ni.errors import ConfigError
+
+    path = tmp_path / "gpuonly.yaml"
+    path.write_text(f"name: gpuonly\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
+                    "backend: {slurm: {partition: gpu, account: lab, qos: high, constraint: h100}}\n")
+    sweep = load_sweep(path)
+    runner = SlurmRehearsal(sweep, 60, {"partition": "debug", "qos": "normal"})
+    (script,) = runner.backend.render(runner.sweep, prepare(sweep, tmp_path / "rh", 1)).values()
+    assert "#SBATCH --partition=debug" in script and "#SBATCH --qos=normal" in script
+    assert "#SBATCH --account=lab" in script and "#SBATCH --constraint=h100" in script  # the rest stays
+    assert load_sweep(path).spec.backend.slurm.partition == "gpu"
+    with pytest.raises(ConfigError, match="--partition applies to a rehearsal on SLURM only"):
+        cli.main(["rehearse", str(path), "--partition", "debug", "--runs-root", str(tmp_path / "rh2")])
+    assert not (tmp_path / "rh2").exists()

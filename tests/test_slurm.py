@@ -103,10 +103,84 @@ backend:
     constraint: h100
     container: {kind: pyxis, image: "nvcr.io#org/tk:1", mounts: ["/data:/data:ro"]}
 """)
-    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    root = tmp_path / "runs"
+    specs = specs_for(sweep, root)
+    be = SlurmBackend()
+    rendered = be.render(sweep, specs)
     text = rendered["sbatch-0.sh"]
-    assert "--container-image=nvcr.io#org/tk:1" in text and "#SBATCH --gpus-per-node=8" in text
-    check_golden(rendered, tmp_path / "runs", "pyxis")
+    # submitit's wrapper runs on the host (its requeue needs scontrol, absent in the image: NVIDIA/pyxis#129) ...
+    assert "--container" not in text and "#SBATCH --gpus-per-node=8" in text
+    assert f"srun --unbuffered --output {root.resolve()}" in text and f"{sys.executable} -u -m submitit" in text
+    check_golden(rendered, root, "pyxis")
+    # ... and starts the trainer as a job step of its own on its node, in the image
+    job = be.job_callable(sweep, specs[0].run.resources, specs)
+    cfg = str(specs[0].config_path)
+    runs = str(root.resolve() / "pyxis")
+    assert job.argv(cfg, rdzv=Rendezvous("127.0.0.1", 29400), node="gpu-a17") == [
+        "srun", "--overlap", "--nodes=1", "--ntasks=1", "--nodelist=gpu-a17", "--unbuffered",
+        "--container-image=nvcr.io#org/tk:1", f"--container-mounts=/data:/data:ro,{runs}:{runs},{REPO}:{REPO}",
+        f"--container-workdir={REPO}",
+        "python", "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0", "--nproc_per_node=8",
+        "--master_addr=127.0.0.1", "--master_port=29400", f"--signals_to_handle={FORWARDED_SIGNALS}",
+        f"--shutdown_timeout={SHUTDOWN_GRACE_S}", "-m", "trainer", "run", "--config", cfg]
+    pickle.loads(pickle.dumps(job))  # what submitit ships to the node
+
+
+def test_pyxis_mount_with_a_comma_is_refused(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, """name: comma
+backend: {slurm: {container: {kind: pyxis, image: "nvcr.io#org/tk:1", mounts: ["/data/a,b:/data"]}}}
+""")
+    with pytest.raises(ConfigError, match="mounts: '/data/a,b:/data' has a comma"):
+        SlurmBackend().check(sweep)
+    sweep = make_sweep(tmp_path, "name: comma\nbackend: {slurm: {container: {kind: pyxis, image: tk}}}\n")
+    with pytest.raises(ConfigError, match="a path with a comma cannot be mounted"):
+        SlurmBackend().job_callable(sweep, sweep.runs[0].resources, specs_for(sweep, tmp_path / "a,b"))
+
+
+def test_pyxis_wrapper_forwards_usr2_to_the_step_but_never_sigterm(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """srun answers a SIGTERM by SIGKILLing its tasks, so the host-side wrapper must not pass its SIGTERM on (SLURM
+    signals the trainer's step itself); a USR2 is passed on, and srun's 128 + N for a task killed by signal N counts
+    as killed by N: the wrapper hands over to submitit's requeue. The child stands in for `srun` (it exits the way
+    srun reports a task that died of USR2)."""
+    import threading
+
+    from launcher.sweep import Container
+
+    calls: list[int] = []
+
+    class Requeued(Exception):
+        pass
+
+    def submitit_handler(signum: int, frame: object) -> None:
+        calls.append(signum)
+        raise Requeued
+
+    got = tmp_path / "got"
+    child = [sys.executable, "-c", (
+        "import signal, sys, time\n"
+        f"def note(s, f):\n    open({str(got)!r}, 'a').write(signal.Signals(s).name + '\\n')\n"
+        "    if s == signal.SIGUSR2: sys.exit(128 + s)\n"
+        "signal.signal(signal.SIGTERM, note); signal.signal(signal.SIGUSR2, note)\n"
+        "time.sleep(60)\n")]
+    job = TrainerJob(Container(kind="pyxis", image="tk"))
+    assert job.in_step
+    monkeypatch.setattr(job, "argv", lambda *a, **k: child)
+    before = {s: signal.signal(s, submitit_handler) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    timers = [threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)),
+              threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGUSR2))]
+    try:
+        for t in timers:
+            t.start()
+        with pytest.raises(Requeued):
+            job(str(tmp_path / "launch.yaml"))
+    finally:
+        for t in timers:
+            t.cancel()
+        for sig, h in before.items():
+            signal.signal(sig, h)
+    assert got.read_text().split() == ["SIGUSR2"]  # the SIGTERM stayed with the wrapper
+    assert calls == [signal.SIGUSR2]
 
 
 def test_render_apptainer(tmp_path: Path) -> None:
@@ -641,3 +715,96 @@ def test_wrapper_requeues_as_soon_as_the_state_is_saved(tmp_path: Path, monkeypa
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert calls and calls[0] - t0 < 20  # not the child's 60 s teardown
+
+
+SLURM_CLIENTS = {"scontrol", "sbatch", "srun", "squeue", "scancel", "sinfo", "sacct", "salloc", "sattach", "sbcast",
+                 "sstat", "strigger", "sprio", "sshare", "sreport", "sacctmgr", "sdiag", "scrontab", "sh5util"}
+
+# Stand-in for pyxis, which this machine lacks (no enroot, no pyxis SPANK plugin): an `srun` first on PATH that
+# passes everything through to the real srun, except that a step with --container-image is started the way pyxis
+# would put it in an image that has no SLURM client: PATH without scontrol & co., the working directory set by
+# --container-workdir, every --container-mounts source required to exist. It logs each container start. What is
+# real: SLURM, submitit, the host-side wrapper, the trainer's own job step (`srun --overlap ...`), the signals.
+FAKE_PYXIS = r"""#!/bin/bash
+set -euo pipefail
+opts=(); image=""; mounts=""; workdir=""
+while (( $# )) && [[ "$1" == -* ]]; do
+  case "$1" in
+    --container-image=*) image="${1#*=}" ;;
+    --container-mounts=*) mounts="${1#*=}" ;;
+    --container-workdir=*) workdir="${1#*=}" ;;
+    *) opts+=("$1") ;;
+  esac
+  shift
+done
+[[ -z "$image" ]] && exec "$REAL_SRUN" "${opts[@]}" "$@"
+IFS=, read -r -a ms <<<"$mounts"
+for m in "${ms[@]}"; do [[ -e "${m%%:*}" ]] || { echo "pyxis stand-in: mount source ${m%%:*} missing" >&2; exit 1; }; done
+seen="$(PATH="$CONTAINER_PATH" command -v scontrol || echo absent)"
+echo "container step on ${SLURMD_NODENAME:-?}: image=$image workdir=$workdir scontrol=$seen" >>"$FAKE_PYXIS_LOG"
+exec "$REAL_SRUN" "${opts[@]}" --chdir="$workdir" env PATH="$CONTAINER_PATH" "$@"
+"""
+
+
+def _container_path(root: Path) -> str:
+    """PATH as the stand-in image has it: this venv's bin (its python), then the host's PATH with every SLURM client
+    command left out (a directory holding one is replaced by a copy made of links to the rest)."""
+    dirs = [str(Path(sys.executable).parent)]
+    for i, d in enumerate(os.environ.get("PATH", "").split(os.pathsep)):
+        src = Path(d)
+        if not src.is_dir() or not any((src / c).exists() for c in SLURM_CLIENTS):
+            dirs.append(d)
+            continue
+        copy = root / f"bin{i}"
+        copy.mkdir(parents=True)
+        for entry in src.iterdir():
+            if entry.name not in SLURM_CLIENTS:
+                (copy / entry.name).symlink_to(entry)
+        dirs.append(str(copy))
+    return os.pathsep.join(dirs)
+
+
+@slurm
+@pytest.mark.slow
+def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(tmp_path: Path, cluster: None) -> None:
+    """container.kind pyxis (pyxis stood in for, see FAKE_PYXIS): the trainer runs in a step whose PATH has no
+    scontrol; USR2 (SLURM's notice before the time limit) -> the trainer saves and stops, the host-side wrapper
+    requeues through submitit's handler (`scontrol requeue` on the host), the run resumes and completes."""
+    _prebuild_tiny_model()
+    fake = tmp_path / "fakepyxis"
+    fake.mkdir()
+    (fake / "srun").write_text(FAKE_PYXIS)
+    (fake / "srun").chmod(0o755)
+    container_path = _container_path(tmp_path / "image")
+    assert shutil.which("scontrol", path=container_path) is None and shutil.which("scontrol") is not None
+    log = tmp_path / "pyxis-stand-in.log"
+    setup = [f"export PATH={fake}:$PATH", f"export REAL_SRUN={shutil.which('srun')}",
+             f"export CONTAINER_PATH={container_path}", f"export FAKE_PYXIS_LOG={log}", "export TK_DEBUG_STEP_DELAY=0.5"]
+    sweep = make_sweep(tmp_path, "name: pyxis\n" + TINY_RUN + "  optim.max_steps: 16\n  checkpoint.every_steps: 4\n"
+                       f"backend: {{slurm: {{setup: {json.dumps(setup)}, container: {{kind: pyxis, "
+                       f"image: 'docker://ghcr.io#lab/tk:ci', mounts: ['{tmp_path}:{tmp_path}']}}}}}}\n")
+    root = tmp_path / "runs"
+    (spec,) = specs_for(sweep, root)
+    write_launch([spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(sweep, [spec])
+    deadline = time.time() + 300
+    while time.time() < deadline and not any((spec.run_dir / "checkpoints").glob("*/COMPLETE")):
+        time.sleep(1)
+    folder = root / "pyxis" / ".submitit"
+    assert any((spec.run_dir / "checkpoints").glob("*/COMPLETE")), f"no checkpoint\n{_logs(folder)}"
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
+    start_requeued_soon(job.job_id)
+    states = _wait(be, [job], timeout=480)
+    logs = _logs(folder)
+    print(f"pyxis stand-in requeue test: {time.time() - t0:.0f}s")
+    assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
+    assert "--container" not in (folder / f"{job.job_id}_submission.sh").read_text()  # submitit's srun: host
+    assert "+ srun --overlap --nodes=1 --ntasks=1" in logs and "--container-image=docker://ghcr.io#lab/tk:ci" in logs
+    starts = log.read_text().splitlines()
+    assert len(starts) == 2 and all("scontrol=absent" in s for s in starts), starts  # before and after the requeue
+    assert f"Requeued job {job.job_id}" in logs  # submitit's handler, in the host-side wrapper: scontrol worked
+    resumed = [r for r in _steps(spec.run_dir) if r.get("event") == "resumed"]
+    assert resumed and resumed[0]["step"] >= 4, logs
+    assert (spec.run_dir / "DONE").is_file()

@@ -5,16 +5,23 @@ What is submitted is what `render` shows: both go through submitit's own `SlurmE
 
 Each array task unpickles a `TrainerJob` (a `submitit.helpers.Checkpointable`) and calls it with the run's
 `launch.yaml`. It runs `launcher.topology.launch_argv` for the run's topology as a child process (no shell: every
-value is one argv element), inside a container where configured:
+value is one argv element), inside a container where configured. submitit's own python -- its wrapper, its signal
+handling and its `scontrol requeue` -- always runs on the HOST, in the launcher's environment, never in the image:
 
-- pyxis: `srun --container-image=IMAGE --container-mounts=...` (submitit's `srun_args`), so submitit's own
-  python and the trainer both run in the image (which must provide `python` with submitit installed);
+- pyxis: the child is a job step of its own on this node, `srun --overlap --nodes=1 --ntasks=1 --nodelist=NODE
+  --container-image=IMAGE --container-mounts=... --container-workdir=REPO python -m trainer ...`, so only the trainer
+  runs in the image. (Were submitit's python in the image -- `--container-image` on submitit's own srun -- its
+  requeue would call `scontrol` inside the container, where it is absent: NVIDIA/pyxis#129, no requeue on a time
+  limit or preemption.) `--overlap` lets the step share the CPUs, memory and GPUs the wrapper's step holds;
 - apptainer: `apptainer exec [--nv] --bind ... --pwd REPO IMAGE python -m trainer run --config ...`.
 
 SIGTERM and SIGUSR2 are forwarded to the trainer, which saves a checkpoint and exits 75. After SIGUSR2 (what
 submitit asks SLURM to send before the time limit, and what preemption tooling sends) the job hands over to
-submitit's handler as soon as the trainer's state is saved (status.json says preempted) or it has exited, which calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the
-trainer resumes from its own newest complete checkpoint. A run of world size > 1 starts one task per node that runs
+submitit's handler as soon as the trainer's state is saved (status.json says preempted) or it has exited, which
+calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the trainer resumes from its own
+newest complete checkpoint. Under pyxis the signals SLURM sends to the job reach the trainer's step directly; the
+wrapper forwards USR2 to its `srun` too (srun passes it on), but never SIGTERM, which srun answers by SIGKILLing its
+tasks (`srun_job.c`, "forcing job termination"). A run of world size > 1 starts one task per node that runs
 `torch.distributed.run` with ranks-per-node processes, rendezvousing on the first node of the job (localhost on one
 node) at a port derived from the job id.
 """
@@ -155,16 +162,26 @@ class TrainerJob(Checkpointable):
         self.grace_s = grace_s
 
     @property
+    def in_step(self) -> bool:
+        """The trainer runs as a job step of its own (pyxis), started by `srun` from this host-side wrapper."""
+        return bool(self.container["kind"] == "pyxis")
+
+    @property
     def topology(self) -> Topology:
         return Topology(self.nodes, self.ranks_per_node)
 
     def argv(self, config_path: str | os.PathLike[str], python: str | None = None, node_rank: int = 0,
-             rdzv: Rendezvous | None = None) -> list[str]:
-        """The child's argv: this node's part of the launch (launcher.topology), in apptainer if set."""
+             rdzv: Rendezvous | None = None, node: str | None = None) -> list[str]:
+        """The child's argv: this node's part of the launch (launcher.topology), in the container if set. `node` is
+        this node's SLURM name (pyxis: the step runs here; default $SLURMD_NODENAME)."""
         kind, image = self.container["kind"], self.container["image"]
-        py = "python" if kind == "apptainer" else (python or sys.executable)
+        py = "python" if kind in ("apptainer", "pyxis") else (python or sys.executable)
         inner = launch_argv(self.topology, str(config_path), python=py, node_rank=node_rank, rendezvous=rdzv,
                             grace_s=getattr(self, "grace_s", SHUTDOWN_GRACE_S))
+        if kind == "pyxis":
+            here = node or os.environ.get("SLURMD_NODENAME") or os.uname().nodename
+            return ["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={here}", "--unbuffered",
+                    *pyxis_flags(str(image), self.mounts), *inner]
         if kind != "apptainer":
             return inner
         prefix = ["apptainer", "exec"] + (["--nv"] if self.gpus_per_node else [])
@@ -182,7 +199,8 @@ class TrainerJob(Checkpointable):
 
         def forward(signum: int, frame: Any) -> None:
             got.append(signum)
-            if proc.poll() is None:
+            # srun turns a SIGTERM into SIGKILL for its tasks; SLURM's own SIGTERM reaches the trainer's step anyway
+            if proc.poll() is None and not (self.in_step and signum == signal.SIGTERM):
                 proc.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR2)}
@@ -198,6 +216,8 @@ class TrainerJob(Checkpointable):
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+        if code is not None and self.in_step and code > 128:
+            code = 128 - code  # srun's exit for a task killed by signal N is 128 + N; as Popen says it: -N
         outcome = "requeue" if code is None else after_exit(code, got)
         if outcome == "done":
             return 0
@@ -213,6 +233,12 @@ class TrainerJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Requeue the same call: the trainer resumes from its newest complete checkpoint in the run dir."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def pyxis_flags(image: str, mounts: Sequence[str]) -> list[str]:
+    """pyxis's srun options for the trainer's step: the image, the bind mounts (comma-separated: pyxis's syntax,
+    which is why `check` refuses a comma inside a mount), the repository as the working directory."""
+    return [f"--container-image={image}", f"--container-mounts={','.join(mounts)}", f"--container-workdir={REPO}"]
 
 
 SIGNAL_DELAY_S = 90  # submitit's default --signal=USR2@90: the notice before the time limit
@@ -272,6 +298,9 @@ class SlurmBackend:
         mounts = list(settings.container.mounts)
         for path in (str(specs[0].run_dir.parent.resolve()), str(REPO)):
             if not any(m.split(":")[0] == path for m in mounts):
+                if "," in path:  # pyxis and apptainer both read a comma as the end of a mount
+                    raise ConfigError(f"{path}: a path with a comma cannot be mounted into the container",
+                                      hint="Use a runs root (--runs-root) and a checkout whose paths have no comma.")
                 mounts.append(f"{path}:{path}")
         return mounts
 
@@ -299,16 +328,12 @@ class SlurmBackend:
                 params[key] = getattr(s, key)
         if s.setup:
             params["setup"] = list(s.setup)
-        if s.container.kind == "pyxis":
-            params["srun_args"] = [f"--container-image={s.container.image}",
-                                   f"--container-mounts={','.join(self._mounts(s, specs))}",
-                                   f"--container-workdir={REPO}"]
         params.update(self.extra_parameters)
         return params
 
     def _executor(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec], cls: type[SlurmExecutor]) -> SlurmExecutor:
-        python = "python" if sweep.spec.backend.slurm.container.kind == "pyxis" else None
-        ex = cls(folder=_sweep_folder(specs), max_num_timeout=self.max_num_timeout, python=python)
+        # submitit's python is this launcher's, on the host, whatever the container (see the module docstring)
+        ex = cls(folder=_sweep_folder(specs), max_num_timeout=self.max_num_timeout)
         # submitit's own conversion (mem_gb -> mem "16GB", timeout_min -> time, tasks_per_node -> ntasks_per_node)
         # and validation: unknown names are rejected with the valid ones listed
         ex.update_parameters(**ex._convert_parameters(self.parameters(sweep, res, specs)))
@@ -316,7 +341,7 @@ class SlurmBackend:
 
     def job_callable(self, sweep: Sweep, res: Resources, specs: Sequence[RunSpec]) -> TrainerJob:
         s = sweep.spec.backend.slurm
-        mounts = self._mounts(s, specs) if s.container.kind == "apptainer" else []
+        mounts = self._mounts(s, specs) if s.container.kind in ("apptainer", "pyxis") else []
         return TrainerJob(s.container, res.nodes, res.gpus, mounts, res.ranks_per_node, s.signal_delay_s)
 
     def max_array_size(self, sweep: Sweep, ask_cluster: bool) -> int:
@@ -357,6 +382,10 @@ class SlurmBackend:
             if not m or m.count(":") > 2 or m.startswith(":"):
                 raise ConfigError(f"{sweep.path}: backend.slurm.container.mounts: bad mount '{m}'",
                                   hint="Use host:container or host:container:ro.")
+            if "," in m and c.kind in ("pyxis", "apptainer"):
+                raise ConfigError(f"{sweep.path}: backend.slurm.container.mounts: '{m}' has a comma, which {c.kind} "
+                                  "reads as the end of a mount (a:a,b:b is two of them)",
+                                  hint="Mount a directory whose path has no comma (a symlink to it will do).")
         for run in sweep.runs:
             memory_gb(run.resources.memory)
             time_minutes(run.resources.time)

@@ -18,4 +18,4 @@
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output {TMP}/runs/containerised/.submitit/%j_%t_log.out --error {TMP}/runs/containerised/.submitit/%j_%t_log.err '--container-image=ghcr.io#lab/tk-lab-trainer:3f9c2ab' --container-mounts=/scratch/hf:/cache/huggingface,{TMP}/runs/containerised:{TMP}/runs/containerised,{REPO}:{REPO} --container-workdir={REPO} python -u -m submitit.core._submit {TMP}/runs/containerised/.submitit
+srun --unbuffered --output {TMP}/runs/containerised/.submitit/%j_%t_log.out --error {TMP}/runs/containerised/.submitit/%j_%t_log.err {PYTHON} -u -m submitit.core._submit {TMP}/runs/containerised/.submitit

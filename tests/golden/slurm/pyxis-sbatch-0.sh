@@ -20,4 +20,4 @@
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output {RUNS}/pyxis/.submitit/%A_%a_%t_log.out --error {RUNS}/pyxis/.submitit/%A_%a_%t_log.err '--container-image=nvcr.io#org/tk:1' --container-mounts=/data:/data:ro,{RUNS}/pyxis:{RUNS}/pyxis,{REPO}:{REPO} --container-workdir={REPO} python -u -m submitit.core._submit {RUNS}/pyxis/.submitit
+srun --unbuffered --output {RUNS}/pyxis/.submitit/%A_%a_%t_log.out --error {RUNS}/pyxis/.submitit/%A_%a_%t_log.err {PYTHON} -u -m submitit.core._submit {RUNS}/pyxis/.submitit
