@@ -33,6 +33,10 @@ for arg in "$@"; do
     *) echo "install.sh: unknown option '$arg' (valid: --dev --deepspeed --gpu --cpu --locked --deps-only)" >&2; exit 2 ;;
   esac
 done
+if [ -n "${TORCH_CUDA:-}" ] && ! [[ "$TORCH_CUDA" =~ ^cu[0-9]{3}$ ]]; then  # before any download
+  echo "install.sh: TORCH_CUDA must name a CUDA build of torch like cu126 or cu130 (got '$TORCH_CUDA'). For example: TORCH_CUDA=cu126" >&2
+  exit 2
+fi
 if [ "$mode" = auto ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=gpu; else mode=cpu; fi
 fi
@@ -49,10 +53,6 @@ fi
 
 torch_args=("torch==${TORCH_VERSION}")
 if [ -n "${TORCH_CUDA:-}" ]; then
-  if ! [[ "$TORCH_CUDA" =~ ^cu[0-9]{3}$ ]]; then
-    echo "install.sh: TORCH_CUDA must name a CUDA build of torch like cu126 or cu130 (got '$TORCH_CUDA'). For example: TORCH_CUDA=cu126" >&2
-    exit 2
-  fi
   [ "$mode" = cpu ] && echo "install.sh: TORCH_CUDA=$TORCH_CUDA on a machine without GPUs: installing that CUDA build anyway" >&2
   mode=gpu
   TORCH_INDEX_URL="https://download.pytorch.org/whl/${TORCH_CUDA}"

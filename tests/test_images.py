@@ -485,3 +485,28 @@ def test_containerised_sweep_matches_goldens(tmp_path: Path) -> None:
     assert "--container" not in got["slurm-pyxis-sbatch.sh"]  # submitit's wrapper on the host, only the trainer in it
     assert "apptainer\nexec\n--nv\n" in got["slurm-apptainer-task.txt"]
     assert json.loads(got["beaker.json"])["tasks"][0]["image"] == {"beaker": f"lab/tk-lab-trainer-{SHA}"}
+
+
+def test_install_picks_the_cuda_build_of_torch_or_refuses_a_bad_name_in_one_line(tmp_path: Path) -> None:
+    """`TORCH_CUDA=cu126 scripts/install.sh --locked`: torch at the lock's version from that build's index (drivers
+    older than 580, V100 nodes); a malformed name is one line, before anything is downloaded. `python` here is a
+    stand-in that records what install.sh asks pip for and installs nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "python").write_text(f'#!/bin/bash\necho "$*" >>{calls}\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "TORCH_CUDA": "cu126"}
+    script = str(REPO / "scripts" / "install.sh")
+    r = subprocess.run(["bash", script, "--locked"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (torch_line,) = [c for c in calls.read_text().splitlines() if "torch==" in c]
+    assert torch_line == (f"-m pip install --quiet --constraint {REPO}/requirements/lock.txt "
+                          f"torch=={installer_torch_version()} --index-url https://download.pytorch.org/whl/cu126")
+    calls.unlink()
+    r = subprocess.run(["bash", script], env={**env, "TORCH_CUDA": "cuda12"}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and not calls.exists()
+    assert r.stderr.strip().splitlines() == [
+        "install.sh: TORCH_CUDA must name a CUDA build of torch like cu126 or cu130 (got 'cuda12'). "
+        "For example: TORCH_CUDA=cu126"]

@@ -21,7 +21,11 @@ submitit's handler as soon as the trainer's state is saved (status.json says pre
 calls `checkpoint()` (a `DelayedSubmission` of the same call) and requeues the job; the trainer resumes from its own
 newest complete checkpoint. Under pyxis the signals SLURM sends to the job reach the trainer's step directly; the
 wrapper forwards USR2 to its `srun` too (srun passes it on), but never SIGTERM, which srun answers by SIGKILLing its
-tasks (`srun_job.c`, "forcing job termination"). A run of world size > 1 starts one task per node that runs
+tasks (`srun_job.c`, "forcing job termination"). With proctrack/cgroup (the usual GPU cluster) SLURM signals only a
+step's task, not the task's children, so that srun never sees SLURM's SIGTERM; with proctrack/linuxproc or pgid
+(the CI cluster) it does, and the trainer's checkpoint on a SIGTERM races srun's SIGKILL -- the run then resumes
+from its newest periodic checkpoint. The USR2 path does not race: the trainer saves before anything is requeued.
+A run of world size > 1 starts one task per node that runs
 `torch.distributed.run` with ranks-per-node processes, rendezvousing on the first node of the job (localhost on one
 node) at a port derived from the job id.
 """
