@@ -764,6 +764,21 @@ def _container_path(root: Path) -> str:
     return os.pathsep.join(dirs)
 
 
+def _pyxis_stand_in(tmp_path: Path, *setup: str) -> tuple[str, Path]:
+    """The sweep's `backend:` for a pyxis run through FAKE_PYXIS, and the file where the stand-in logs each start."""
+    fake = tmp_path / "fakepyxis"
+    fake.mkdir()
+    (fake / "srun").write_text(FAKE_PYXIS)
+    (fake / "srun").chmod(0o755)
+    container_path = _container_path(tmp_path / "image")
+    assert shutil.which("scontrol", path=container_path) is None and shutil.which("scontrol") is not None
+    log = tmp_path / "pyxis-stand-in.log"
+    lines = [f"export PATH={fake}:$PATH", f"export REAL_SRUN={shutil.which('srun')}",
+             f"export CONTAINER_PATH={container_path}", f"export FAKE_PYXIS_LOG={log}", *setup]
+    return (f"backend: {{slurm: {{setup: {json.dumps(lines)}, container: {{kind: pyxis, "
+            f"image: 'docker://ghcr.io#lab/tk:ci', mounts: ['{tmp_path}:{tmp_path}']}}}}}}\n"), log
+
+
 @slurm
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["usr2", "scontrol-requeue"])
@@ -774,18 +789,9 @@ def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(
     requeues through submitit's handler (`scontrol requeue` on the host), the run resumes and completes. An admin's
     `scontrol requeue` (SIGTERM to every step, SLURM requeues): the run resumes from a complete checkpoint too."""
     _prebuild_tiny_model()
-    fake = tmp_path / "fakepyxis"
-    fake.mkdir()
-    (fake / "srun").write_text(FAKE_PYXIS)
-    (fake / "srun").chmod(0o755)
-    container_path = _container_path(tmp_path / "image")
-    assert shutil.which("scontrol", path=container_path) is None and shutil.which("scontrol") is not None
-    log = tmp_path / "pyxis-stand-in.log"
-    setup = [f"export PATH={fake}:$PATH", f"export REAL_SRUN={shutil.which('srun')}",
-             f"export CONTAINER_PATH={container_path}", f"export FAKE_PYXIS_LOG={log}", "export TK_DEBUG_STEP_DELAY=0.5"]
+    backend, log = _pyxis_stand_in(tmp_path, "export TK_DEBUG_STEP_DELAY=0.5")
     sweep = make_sweep(tmp_path, "name: pyxis\n" + TINY_RUN + "  optim.max_steps: 16\n  checkpoint.every_steps: 4\n"
-                       f"backend: {{slurm: {{setup: {json.dumps(setup)}, container: {{kind: pyxis, "
-                       f"image: 'docker://ghcr.io#lab/tk:ci', mounts: ['{tmp_path}:{tmp_path}']}}}}}}\n")
+                       + backend)
     root = tmp_path / "runs"
     (spec,) = specs_for(sweep, root)
     write_launch([spec])
@@ -815,3 +821,31 @@ def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(
     resumed = [r for r in _steps(spec.run_dir) if r.get("event") == "resumed"]
     assert resumed and resumed[0]["step"] >= 4, logs
     assert (spec.run_dir / "DONE").is_file()
+
+
+@slurm
+@pytest.mark.slow
+def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_cluster: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyxis (stood in for, FAKE_PYXIS) with nodes: 2, gpus: 1: each node's host-side wrapper starts the trainer's
+    step on its own node (--nodelist), sharing the job's GPU there (--overlap): one run of world size 2."""
+    monkeypatch.setenv("SLURM_CONF", two_node_cluster)
+    _prebuild_tiny_model()
+    backend, log = _pyxis_stand_in(tmp_path)
+    run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 1, cpus: 1,")
+    sweep = make_sweep(tmp_path, "name: pyxis2\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n"
+                       + backend)
+    root = tmp_path / "runs"
+    (spec,) = specs_for(sweep, root)
+    write_launch([spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(sweep, [spec])
+    states = _wait(be, [job], timeout=600)
+    print(f"pyxis stand-in, nodes: 2 x gpus: 1: {time.time() - t0:.0f}s")
+    logs = _logs(root / "pyxis2" / ".submitit")
+    assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
+    starts = sorted(log.read_text().splitlines())
+    assert [s.split(":")[0] for s in starts] == ["container step on n1", "container step on n2"], starts
+    assert all("scontrol=absent" in s for s in starts)
+    _assert_one_complete_run(spec.run_dir, 2, logs)
