@@ -13,6 +13,7 @@ handling and its `scontrol requeue` -- always runs on the HOST, in the launcher'
   runs in the image. (Were submitit's python in the image -- `--container-image` on submitit's own srun -- its
   requeue would call `scontrol` inside the container, where it is absent: NVIDIA/pyxis#129, no requeue on a time
   limit or preemption.) `--overlap` lets the step share the CPUs, memory and GPUs the wrapper's step holds;
+  without `--exact` it gets all of them on its node (srun's defaults: the node's CPUs of the job, all its GRES);
 - apptainer: `apptainer exec [--nv] --bind ... --pwd REPO IMAGE python -m trainer run --config ...`.
 
 SIGTERM and SIGUSR2 are forwarded to the trainer, which saves a checkpoint and exits 75. After SIGUSR2 (what
