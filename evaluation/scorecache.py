@@ -17,6 +17,7 @@ import orjson
 
 from evaluation.metrics import METRICS, aggregate, aggregate_groups, headline, score_examples, task_group
 from evaluation.predictions import Prediction
+from evaluation.rouge import shared_scorer
 from ni.data import category_key
 from ni.io import write_json
 
@@ -33,12 +34,15 @@ def file_sha256(path: Path) -> str:
 
 
 def score_predictions(
-    preds: Sequence[Prediction], categories: Sequence[str], track: str, xlingual_tokenizer: Any = "gpt2"
+    preds: Sequence[Prediction], categories: Sequence[str], track: str, xlingual_tokenizer: Any = "gpt2",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """`evaluation.metrics.evaluate`'s report, plus `task_stats` {task: {n, sums: {metric: sum}}} and
-    `task_category` {task: category key}."""
+    `task_category` {task: category key}. Scored by this process's shared scorer of the track, whose caches serve
+    the next file of the same test set."""
     scores = score_examples(
-        [p.prediction for p in preds], [list(p.references) for p in preds], track, xlingual_tokenizer
+        [p.prediction for p in preds], [list(p.references) for p in preds], track, xlingual_tokenizer, workers,
+        scorer=shared_scorer(track, xlingual_tokenizer),
     )
     cat_keys = [category_key(c) for c in categories]
     tasks = [task_group(p.task) for p in preds]
