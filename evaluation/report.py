@@ -128,10 +128,7 @@ def score_runs(
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for run, (scores, flags) in zip(pending, pool.imap(_score_in_worker, pending), strict=True):
                 out[run.name], run.flags[:] = scores, flags
-    for r in runs:
-        if r.name not in out:
-            out[r.name] = score_run(r, xlingual_tokenizer, use_cache)
-    return out
+    return {r.name: out[r.name] if r.name in out else score_run(r, xlingual_tokenizer, use_cache) for r in runs}
 
 
 def _intervals(scores: dict[str, Any], seed: int) -> dict[str, list[float] | None]:

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from enum import Enum
+import math
 import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
+from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -61,8 +62,8 @@ from beaker import (
     BeakerWorkload,
     BeakerWorkloadStatus,
 )
-from beaker.types import BeakerDatasetFile
 from beaker.common import to_lower_camel
+from beaker.types import BeakerDatasetFile
 
 from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import BeakerBackend as BeakerSettings
@@ -438,30 +439,32 @@ class BeakerBackend:
 
 def spec_json(spec: BeakerExperimentSpec) -> str:
     """`json.dumps(spec.to_json(), sort_keys=True, indent=2)` and a newline. orjson writes the same text (and 10x
-    faster) but for non-ASCII text, an exponent or a non-finite float, and a huge int: then json writes it."""
-    data = spec_to_json(spec)
-    try:
-        text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    except TypeError:
-        text = b"\xff"
-    if not text.isascii() or _JSON_DIFFERS.search(text):
-        return json.dumps(data, sort_keys=True, indent=2) + "\n"
-    return text.decode() + "\n"
-
-
-# A value (after a key, or a list item on its own line) with an exponent, or a null (orjson's NaN / infinity).
-# Inside a string newlines are escaped, and `": ` only matches as `\": `: a false alarm that costs speed only.
-_JSON_DIFFERS = re.compile(rb'(?:": |\n +)(?:-?[0-9.]+[eE]|null)')
+    faster) but for non-ASCII text, a float in exponent form or not finite, and a huge int: then json writes it."""
+    odd: list[float] = []
+    data = spec_to_json(spec, odd)
+    if not odd:
+        try:
+            text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        except TypeError:
+            text = b"\xff"
+        if text.isascii():
+            return text.decode() + "\n"
+    return json.dumps(data, sort_keys=True, indent=2) + "\n"
 
 
 _spec_fields: dict[type, tuple[tuple[tuple[str, str], ...], bool]] = {}
 
 
-def spec_to_json(x: Any) -> Any:
+def spec_to_json(x: Any, odd: list[float] | None = None) -> Any:
     """`BeakerExperimentSpec.to_json()` (beaker-py's `jsonify`), with each spec class's fields and their camelCase
-    names looked up once per class instead of once per object: most of a spec's rendering time otherwise."""
+    names looked up once per class instead of once per object: most of a spec's rendering time otherwise. Floats
+    that `json` and orjson write differently (exponent, NaN, infinity) are added to `odd`."""
     cls = type(x)
-    if x is None or cls is str or cls is int or cls is float or cls is bool:
+    if x is None or cls is str or cls is int or cls is bool:
+        return x
+    if cls is float:
+        if odd is not None and ("e" in repr(x) or not math.isfinite(x)):
+            odd.append(x)
         return x
     info = _spec_fields.get(cls)
     if info is None and dataclasses.is_dataclass(x):
@@ -472,16 +475,18 @@ def spec_to_json(x: Any) -> Any:
         for name, camel in info[0]:
             value = getattr(x, name)
             if value is not None:
-                d[camel] = spec_to_json(value)
+                d[camel] = spec_to_json(value, odd)
         if info[1]:
             x._patch_json(d)
         return d
     if isinstance(x, Enum):
         return x.name
     if isinstance(x, dict):
-        return {key: spec_to_json(value) for key, value in x.items()}
+        return {key: spec_to_json(value, odd) for key, value in x.items()}
     if isinstance(x, list | tuple | set):
-        return [spec_to_json(v) for v in x]
+        return [spec_to_json(v, odd) for v in x]
+    if isinstance(x, float) and odd is not None:
+        odd.append(x)  # a float subclass: let json write it
     return x
 
 
