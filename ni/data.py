@@ -13,6 +13,7 @@ label-balanced 100 first); `max_instances` then keeps a random subset of those. 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -43,7 +44,7 @@ class Example:
     explanation: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: str
     input: str
@@ -380,12 +381,18 @@ def load_split(
     if task_limit is not None:
         names = names[:task_limit]
     tasks = []
-    for name in names:
+    collecting = gc.isenabled()
+    gc.disable()  # parsing makes no cycles; collections would walk the kept sample once per few files
+    try:
+        for name in names:
 
-        def keep(count: int, name: str = name) -> Sequence[int]:
-            return sample_indices(name, split, count, max_instances_per_task, seed)
+            def keep(count: int, name: str = name) -> Sequence[int]:
+                return sample_indices(name, split, count, max_instances_per_task, seed)
 
-        tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+            tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+    finally:
+        if collecting:
+            gc.enable()
     return SplitData(root=Path(root), track=track, split=split, tasks=tasks, instances=[t.instances for t in tasks],
                      max_instances_per_task=max_instances_per_task, seed=seed, task_limit=task_limit)
 
