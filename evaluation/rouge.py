@@ -201,7 +201,7 @@ def shared_scorer(track: str, xlingual_tokenizer: Any = None) -> RougeScorer:
 
 # --- processes: the pairs to score in contiguous chunks; workers inherit the token ids by fork --------------------
 
-PARALLEL_MIN_PAIRS = 40_000  # new pairs; measured on 2 cores (bench/bench_scoring.py): below it one process wins
+PARALLEL_MIN_PAIRS = 100_000  # new pairs; bench/bench_scoring.py on 2 shared cores: a pool did not win at 47k
 MAX_CACHED = 1_000_000
 _CHUNKS_PER_WORKER = 2
 _pool_seqs: Sequence[Seq] = ()
