@@ -7,6 +7,7 @@ Runs that failed, are missing, still running or have a truncated predictions fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import time
@@ -123,8 +124,9 @@ def score_runs(
     out: dict[str, dict[str, Any] | None] = {}
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         _pool_job = (xlingual_tokenizer, use_cache)  # inherited by the forked workers, never pickled
-        for track in {str(r.data_setting("track", "default")) for r in pending}:
-            shared_scorer(track, xlingual_tokenizer)  # imports and builds it once, before the fork
+        for track in sorted({str(r.data_setting("track", "default")) for r in pending}):
+            with contextlib.suppress(TkError):  # a tokenizer that cannot load: each run is flagged as before
+                shared_scorer(track, xlingual_tokenizer).tokenizer.tokenize("")  # loaded once, before the fork
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for run, (scores, flags) in zip(pending, pool.imap(_score_in_worker, pending), strict=True):
                 out[run.name], run.flags[:] = scores, flags

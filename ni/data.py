@@ -158,7 +158,7 @@ class _FieldReader:
             if iid is None:
                 missing_id.append(len(out))
                 iid = ""
-            out.append(Instance(id=iid, input=text, outputs=outputs))
+            out.append(Instance(id=_own(iid), input=_own(text), outputs=tuple(_own(o) for o in outputs)))
         if missing_id:  # derived ids count earlier duplicates, so walk the file up to the last one needed
             wanted = {chosen[k]: k for k in missing_id}
             seen: dict[str, int] = {}
@@ -193,6 +193,12 @@ class _FieldReader:
             raise self.fail(f"{where}.output", "empty list of references")
         iid = item.get("id")
         return text, outputs, None if iid is None or iid == "" else as_text(iid)
+
+
+def _own(text: str) -> str:
+    """A copy of `text` made now, while the parsed file is still alive: the copies of a file's kept instances sit
+    together in memory, while the originals would pin the allocator's pools of the whole file after it is freed."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
 
 
 def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: dict[str, int]) -> str:
