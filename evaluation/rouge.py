@@ -164,12 +164,12 @@ class RougeScorer:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
         self._reset_if_large()
-        intern, known = self._intern, self._pair_scores
+        intern, known, seen = self._intern, self._pair_scores, self._seq_of_text.get
         per_example: list[list[tuple[int, int]]] = []
         new: dict[tuple[int, int], None] = {}
         for pred, refs in zip(predictions, references, strict=True):
             p = intern(pred)
-            keys = [(p, intern(r)) for r in refs]
+            keys = [(p, i if (i := seen(r)) is not None else intern(r)) for r in refs]
             per_example.append(keys)
             for k in keys:
                 if k not in known:
