@@ -49,12 +49,16 @@ def score_predictions(
     per_category = aggregate_groups(scores, cat_keys)
     stats: dict[str, dict[str, Any]] = {}
     task_cat: dict[str, str] = {}
+    columns = [(m, scores.column(m)) for m in METRICS]
     for i, t in enumerate(tasks):
-        s = stats.setdefault(t, {"n": 0, "sums": dict.fromkeys(METRICS, 0.0)})
+        s = stats.get(t)
+        if s is None:
+            s = stats[t] = {"n": 0, "sums": dict.fromkeys(METRICS, 0.0)}
+            task_cat[t] = cat_keys[i]
         s["n"] += 1
-        for m in METRICS:
-            s["sums"][m] += scores.column(m)[i]
-        task_cat.setdefault(t, cat_keys[i])
+        sums = s["sums"]
+        for m, col in columns:  # in example order, as before: the same float sums
+            sums[m] += col[i]
     return {
         "overall": aggregate(scores),
         "per_task": aggregate_groups(scores, tasks),
