@@ -3,17 +3,23 @@
     python bench/bench_launcher.py                     # expansion + rendering (local, SLURM and Beaker artifacts)
     SLURM_CONF=... python bench/bench_launcher.py --submit   # also submit 100 tiny runs as job arrays, then cancel
 
-Targets: expansion + rendering under 5 s; one `sbatch` per resource group for the submission.
+Targets: expansion + rendering under 5 s; one `sbatch` per resource group for the submission; Beaker's rendering
+within 3x of SLURM's per run. Beaker's rendering before the memoized config YAML, the per-class spec fields and
+orjson (`old`) is timed in the same run, and both must give the same files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,6 +47,29 @@ def sweep_file(tmp: Path, n_lr: int, extra: str, n: int) -> Path:
     return p
 
 
+def best_render(fn: Any) -> tuple[Any, float]:
+    best, out = float("inf"), None
+    for _ in range(3):
+        t = time.process_time()
+        out = fn()
+        best = min(best, time.process_time() - t)
+    return out, best
+
+
+def old_beaker_render(sweep: Any, specs: Any) -> dict[str, str]:
+    """Beaker's rendering as it was: the config by `TrainConfig.to_yaml()`, the spec by beaker-py and `json`."""
+    from launcher.backends import beaker
+
+    backend = beaker.BeakerBackend()
+    saved = beaker.config_yaml
+    beaker.config_yaml = lambda data: yaml.safe_dump(data, sort_keys=False)  # type: ignore[assignment]
+    try:
+        return {f"{rs.run.run_id}.beaker.json": json.dumps(backend.build_spec(sweep, rs).to_json(), sort_keys=True,
+                                                           indent=2) + "\n" for rs in specs}
+    finally:
+        beaker.config_yaml = saved  # type: ignore[assignment]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--submit", action="store_true", help="also submit 100 runs to the SLURM cluster of SLURM_CONF")
@@ -64,7 +93,23 @@ def main() -> int:
         print(f"{len(sweep.runs)} runs: expansion {t1 - t0:.2f} s, rendering {t2 - t1:.2f} s "
               f"(target < 5 s in all: {'ok' if t2 - t0 < 5 else 'MISSED'})")
         for name, (count, secs) in sizes.items():
-            print(f"  {name:7} {count:5d} artifacts in {secs:.2f} s")
+            print(f"  {name:7} {count:5d} artifacts in {secs:.2f} s ({secs / len(specs) * 1000:.3f} ms per run)")
+        from launcher.backends import beaker
+
+        def cold_beaker() -> dict[str, str]:
+            beaker._yaml_blocks.clear()  # no memo from an earlier call: each timed render starts cold
+            return get_backend("beaker").render(sweep, specs)
+
+        new, t_new = best_render(cold_beaker)
+        old, t_old = best_render(lambda: old_beaker_render(sweep, specs))
+        _, t_slurm = best_render(lambda: get_backend("slurm").render(sweep, specs))
+        if new != old:
+            print("MISMATCH: Beaker specs differ between the old and the new rendering", file=sys.stderr)
+            return 1
+        n = len(specs)
+        print(f"per run, best of 3 (CPU ms): SLURM {t_slurm / n * 1e3:.3f}, Beaker {t_new / n * 1e3:.3f} "
+              f"({t_new / t_slurm:.1f}x SLURM, target <= 3x), Beaker before {t_old / n * 1e3:.3f} "
+              f"({t_old / t_new:.1f}x slower; identical specs)")
 
         if args.submit:
             path = sweep_file(tmp, 20, "", 100)

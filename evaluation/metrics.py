@@ -36,6 +36,7 @@ HEADLINE_METRICS: dict[str, str] = {
 }
 
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+_normalized: dict[str, str] = {}  # normalize_answer's results, kept for the next file of the same test set
 
 
 def normalize_answer(s: str) -> str:
@@ -64,12 +65,16 @@ def score_examples(
     track: str = "default",
     xlingual_tokenizer: Any = None,
     workers: int | None = None,
+    scorer: RougeScorer | None = None,
 ) -> ExampleScores:
-    """Score every prediction against its references. `xlingual_tokenizer`: see `evaluation.rouge.make_tokenizer`."""
+    """Score every prediction against its references. `xlingual_tokenizer`: see `evaluation.rouge.make_tokenizer`;
+    `scorer`: one to reuse (with its caches) instead of a new one for the track."""
     for i, refs in enumerate(references):
         if isinstance(refs, str) or not refs:
             raise ValueError(f"example {i}: references must be a non-empty list of strings")
-    norm: dict[str, str] = {}
+    norm = _normalized
+    if len(norm) > 1_000_000:
+        norm.clear()
 
     def normalized(s: str) -> str:
         out = norm.get(s)
@@ -78,7 +83,9 @@ def score_examples(
         return out
 
     em = [int(any(normalized(p) == normalized(r) for r in refs)) for p, refs in zip(predictions, references, strict=True)]
-    r1, rl = RougeScorer(make_tokenizer(track, xlingual_tokenizer)).score(predictions, references, workers)
+    if scorer is None:
+        scorer = RougeScorer(make_tokenizer(track, xlingual_tokenizer))
+    r1, rl = scorer.score(predictions, references, workers)
     return ExampleScores(em, r1, rl)
 
 

@@ -58,18 +58,57 @@ def rougel_f(target: Sequence[int], pred: Sequence[int]) -> float:
     return fmeasure(lcs / len(pred), lcs / len(target))
 
 
-def score_pairs(seqs: Sequence[Seq], pairs: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
+def lcs_masks(a: Sequence[int]) -> dict[int, int]:
+    """Bit i of masks[t] is set where a[i] == t: `lcs_length_masked`'s view of `a`."""
+    masks: dict[int, int] = {}
+    for i, tok in enumerate(a):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    return masks
+
+
+def lcs_length_masked(masks: dict[int, int], n: int, b: Sequence[int]) -> int:
+    """`lcs_length(a, b)` from `lcs_masks(a)` and n = len(a) (LCS length is symmetric: any side can be `a`)."""
+    full = (1 << n) - 1
+    v = full
+    for tok in b:
+        m = masks.get(tok)
+        if m is not None:
+            u = v & m
+            v = ((v + u) | (v - u)) & full
+    return n - v.bit_count()
+
+
+class PairCaches:
+    """Per-sequence precomputations (token counts, LCS masks) kept across calls: references recur."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, Counter[int]] = {}
+        self.masks: dict[int, dict[int, int]] = {}
+
+
+def score_pairs(
+    seqs: Sequence[Seq], pairs: Sequence[tuple[int, int]], caches: PairCaches | None = None
+) -> list[tuple[float, float]]:
     """(ROUGE-1 F, ROUGE-L F) of each (prediction index, target index) pair of `seqs`, in order."""
-    counts: dict[int, Counter[int]] = {}
-
-    def count(i: int) -> Counter[int]:
-        c = counts.get(i)
-        if c is None:
-            c = counts[i] = Counter(seqs[i])
-        return c
-
+    caches = caches or PairCaches()
+    counts, masks = caches.counts, caches.masks
     out = []
     for p, t in pairs:
         pred, target = seqs[p], seqs[t]
-        out.append((rouge1_f(count(t), len(target), count(p), len(pred)), rougel_f(target, pred)))
+        cp = counts.get(p)
+        if cp is None:
+            cp = counts[p] = Counter(pred)
+        ct = counts.get(t)
+        if ct is None:
+            ct = counts[t] = Counter(target)
+        r1 = rouge1_f(ct, len(target), cp, len(pred))
+        if not target or not pred:
+            rl = 0.0
+        else:
+            mt = masks.get(t)
+            if mt is None:
+                mt = masks[t] = lcs_masks(target)
+            lcs = lcs_length_masked(mt, len(target), pred)
+            rl = fmeasure(lcs / len(pred), lcs / len(target))
+        out.append((r1, rl))
     return out

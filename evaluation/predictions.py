@@ -36,6 +36,8 @@ def _fail(path: Path, lineno: int, field: str | None, msg: str) -> DataError:
 
 
 def _text(path: Path, lineno: int, field: str, value: Any) -> str:
+    if type(value) is str:
+        return value
     try:
         return as_text(value)
     except TypeError as e:

@@ -7,7 +7,9 @@ Runs that failed, are missing, still running or have a truncated predictions fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from evaluation.report_groups import (
     split_axes,
     versus,
 )
+from evaluation.rouge import available_cpus, shared_scorer
 from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover, read_predictions_lenient
 from evaluation.scorecache import cache_key, file_sha256, load_cached, score_predictions, store_cached
 from ni.errors import DataError, TkError
@@ -57,7 +60,9 @@ def _task_categories(run: RunInfo) -> Any:
     return _TaskCategories(Path(root) if root else None)
 
 
-def score_run(run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = True) -> dict[str, Any] | None:
+def score_run(
+    run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = True, workers: int | None = None
+) -> dict[str, Any] | None:
     """The run's scores (cached by content hash), or None when it has no predictions; problems become flags."""
     file = run.predictions
     if not file.is_file():
@@ -77,7 +82,7 @@ def score_run(run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = 
             else:
                 cats = _task_categories(run)
                 categories = [cats(p, file) for p in preds]
-            scores = score_predictions(preds, categories, track, xlingual_tokenizer)
+            scores = score_predictions(preds, categories, track, xlingual_tokenizer, workers)
         except TkError as e:
             run.flags.append(f"predictions unusable: {e}")
             return None
@@ -87,6 +92,45 @@ def score_run(run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = 
     if scores.get("truncated"):
         run.flags.append("predictions truncated mid-line (last line left out)")
     return scores
+
+
+def _needs_scoring(run: RunInfo, use_cache: bool) -> bool:
+    file = run.predictions
+    if not file.is_file():
+        return False
+    if not use_cache:
+        return True
+    key = cache_key(file_sha256(file), str(run.data_setting("track", "default")))
+    return load_cached(run.path, key) is None
+
+
+_pool_job: tuple[Any, bool] = ("gpt2", True)
+
+
+def _score_in_worker(run: RunInfo) -> tuple[dict[str, Any] | None, list[str]]:
+    scores = score_run(run, _pool_job[0], _pool_job[1], workers=1)
+    return scores, run.flags
+
+
+def score_runs(
+    runs: Sequence[RunInfo], xlingual_tokenizer: Any = "gpt2", use_cache: bool = True, workers: int | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """`score_run` of every run. The runs to score (no cached scores) are scored one per process across
+    `workers` processes (default: every available core) when there are two or more, each process keeping its
+    scorer for the next file of the same test set; cached scores are read here."""
+    global _pool_job
+    pending = [r for r in runs if _needs_scoring(r, use_cache)]
+    workers = min(workers or available_cpus(), len(pending))
+    out: dict[str, dict[str, Any] | None] = {}
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _pool_job = (xlingual_tokenizer, use_cache)  # inherited by the forked workers, never pickled
+        for track in sorted({str(r.data_setting("track", "default")) for r in pending}):
+            with contextlib.suppress(TkError):  # a tokenizer that cannot load: each run is flagged as before
+                shared_scorer(track, xlingual_tokenizer).tokenizer.tokenize("")  # loaded once, before the fork
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for run, (scores, flags) in zip(pending, pool.imap(_score_in_worker, pending), strict=True):
+                out[run.name], run.flags[:] = scores, flags
+    return {r.name: out[r.name] if r.name in out else score_run(r, xlingual_tokenizer, use_cache) for r in runs}
 
 
 def _intervals(scores: dict[str, Any], seed: int) -> dict[str, list[float] | None]:
@@ -247,7 +291,7 @@ def build_report(
         raise DataError(f"{', '.join(map(str, paths))}: no run directories found (config.yaml, status.json, "
                         "predicted_examples.jsonl or DONE)")
     diffs = config_differences(runs)
-    scores = {r.name: score_run(r, xlingual_tokenizer, use_cache) for r in runs}
+    scores = score_runs(runs, xlingual_tokenizer, use_cache)
     rows = []
     for r in runs:
         varied = r.varied if r.varied is not None else diffs.get(r.name, {})

@@ -5,21 +5,24 @@
 * xlingual: GPT-2 byte-level BPE tokens with `lstrip("Ġ")` applied to each (empty tokens are kept), no stemming.
 
 `RougeScorer` tokenizes every distinct string once, interns tokens as integers and scores every distinct
-(prediction, reference) pair once, ROUGE-1 and ROUGE-L together (see `evaluation.overlap`). Large inputs are split
-into contiguous chunks of examples scored by a process pool, one scorer (and cache) per worker.
+(prediction, reference) pair once, ROUGE-1 and ROUGE-L together (see `evaluation.overlap`). Many new pairs are
+scored by a process pool (forked: the workers inherit the token ids), tokenization staying in one process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from evaluation.overlap import Seq, score_pairs
+from evaluation.overlap import PairCaches, Seq, score_pairs
 from ni.errors import ConfigError
 
 GPT2_SPACE = "Ġ"  # how GPT-2's byte-level alphabet shows the space byte
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")
+_VALID_TOKEN = re.compile(r"^[a-z0-9]+$")
 
 
 class Tokenizer(Protocol):
@@ -43,16 +46,28 @@ class CachingStemmer:
 
 
 class DefaultTokenizer:
-    """rouge-score's DefaultTokenizer(use_stemmer=True), with a cached stemmer."""
+    """rouge-score's DefaultTokenizer(use_stemmer=True), with a memo per word.
+
+    rouge-score lower-cases, turns every run of characters outside [a-z0-9] into a space, splits, stems the words
+    longer than 3 characters and drops tokens that are not [a-z0-9]+ (after stemming). Finding the [a-z0-9]+ runs of
+    the lower-cased text gives the same words; each word's final token (or none) is computed once.
+    """
 
     def __init__(self) -> None:
-        from rouge_score import tokenize
-
-        self._tokenize = tokenize.tokenize
         self._stemmer = CachingStemmer()
+        self._words: dict[str, str] = {}
 
     def tokenize(self, text: str) -> list[str]:
-        return list(self._tokenize(text, self._stemmer))
+        words = self._words
+        out = []
+        for w in _ALNUM_RUN.findall(text.lower()):
+            t = words.get(w)
+            if t is None:
+                t = self._stemmer.stem(w) if len(w) > 3 else w
+                t = words[w] = t if _VALID_TOKEN.match(t) else ""
+            if t:
+                out.append(t)
+        return out
 
 
 class XlingualTokenizer:
@@ -108,13 +123,20 @@ def make_tokenizer(track: str, xlingual_tokenizer: Any = None) -> Tokenizer:
 
 
 class RougeScorer:
-    """Max-over-references ROUGE-1 and ROUGE-L F-measures for many predictions, with every cache in one place."""
+    """Max-over-references ROUGE-1 and ROUGE-L F-measures for many predictions, with every cache in one place.
+
+    The caches (token ids of each distinct text, the scores of each distinct pair) outlive a `score()` call, so one
+    scorer serves many prediction files of the same test set (`shared_scorer`): references are tokenized once and a
+    prediction repeated across runs is scored once. Past MAX_CACHED texts they start over.
+    """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self._vocab: dict[str, int] = {}
         self._seqs: list[Seq] = []
         self._seq_of_text: dict[str, int] = {}
+        self._pair_scores: dict[tuple[int, int], tuple[float, float]] = {}
+        self._caches = PairCaches()
 
     def _intern(self, text: str) -> int:
         idx = self._seq_of_text.get(text)
@@ -125,43 +147,65 @@ class RougeScorer:
             self._seqs.append(ids)
         return idx
 
+    def _reset_if_large(self) -> None:
+        if len(self._seqs) > MAX_CACHED or len(self._pair_scores) > 2 * MAX_CACHED:
+            self._vocab, self._seqs, self._seq_of_text, self._pair_scores = {}, [], {}, {}
+            self._caches = PairCaches()
+
     def score(
         self, predictions: Sequence[str], references: Sequence[Sequence[str]], workers: int | None = None
     ) -> tuple[list[float], list[float]]:
         """Per prediction: (max ROUGE-1 F over its references, max ROUGE-L F over its references).
 
-        Repeated examples are scored once. `workers=None` uses every available core when the distinct examples
-        hold more than PARALLEL_MIN_PAIRS prediction/reference pairs, else one process.
+        Texts are tokenized here, once each; only the pairs not scored before are scored, by a process pool of
+        `workers` when given, else (`None`) by every available core when there are more than PARALLEL_MIN_PAIRS
+        of them, below which a pool costs more than it saves.
         """
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
-        index: dict[tuple[str, tuple[str, ...]], int] = {}
-        order = [index.setdefault((p, tuple(r)), len(index)) for p, r in zip(predictions, references, strict=True)]
-        examples = list(index)
+        self._reset_if_large()
+        intern, known, seen = self._intern, self._pair_scores, self._seq_of_text.get
+        per_example: list[list[tuple[int, int]]] = []
+        new: dict[tuple[int, int], None] = {}
+        for pred, refs in zip(predictions, references, strict=True):
+            p = intern(pred)
+            keys = [(p, i if (i := seen(r)) is not None else intern(r)) for r in refs]
+            per_example.append(keys)
+            for k in keys:
+                if k not in known:
+                    new[k] = None
+        todo = list(new)
         if workers is None:
-            workers = available_cpus() if sum(len(r) for _, r in examples) > PARALLEL_MIN_PAIRS else 1
-        if workers > 1 and len(examples) >= 2 * workers:
-            self.tokenizer.tokenize("")  # load a lazy tokenizer here, once, not in every worker
-            r1, rl = _score_in_pool(self.tokenizer, examples, workers)
+            workers = available_cpus() if len(todo) > PARALLEL_MIN_PAIRS else 1
+        if workers > 1 and len(todo) >= 2 * workers:
+            scored = _score_in_pool(self._seqs, todo, workers, self._caches)
         else:
-            r1, rl = self._score_distinct(examples)
-        return [r1[i] for i in order], [rl[i] for i in order]
-
-    def _score_distinct(self, examples: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[float], list[float]]:
-        pair_index: dict[tuple[int, int], int] = {}
-        per_example: list[list[int]] = []
-        for pred, refs in examples:
-            p = self._intern(pred)
-            per_example.append([pair_index.setdefault((p, self._intern(r)), len(pair_index)) for r in refs])
-        scores = score_pairs(self._seqs, list(pair_index))
-        return [max(scores[k][0] for k in ks) for ks in per_example], [max(scores[k][1] for k in ks) for ks in per_example]
+            scored = score_pairs(self._seqs, todo, self._caches)
+        known.update(zip(todo, scored, strict=True))
+        r1 = [max(known[k][0] for k in keys) for keys in per_example]
+        rl = [max(known[k][1] for k in keys) for keys in per_example]
+        return r1, rl
 
 
-# --- processes: contiguous chunks of examples, each worker with its own scorer (and caches) ------------------------
+_shared: dict[tuple[str, Any], tuple[Any, RougeScorer]] = {}
 
-PARALLEL_MIN_PAIRS = 20_000  # below this a process pool costs more than it saves
-_CHUNKS_PER_WORKER = 4
-_worker_scorer: RougeScorer | None = None
+
+def shared_scorer(track: str, xlingual_tokenizer: Any = None) -> RougeScorer:
+    """This process's scorer for a track (and xlingual tokenizer), kept for the next prediction file."""
+    key = (track, xlingual_tokenizer if isinstance(xlingual_tokenizer, str | None) else id(xlingual_tokenizer))
+    held = _shared.get(key)
+    if held is None or held[0] is not xlingual_tokenizer:  # an id can be reused once its object is gone
+        held = _shared[key] = (xlingual_tokenizer, RougeScorer(make_tokenizer(track, xlingual_tokenizer)))
+    return held[1]
+
+
+# --- processes: the pairs to score in contiguous chunks; workers inherit the token ids by fork --------------------
+
+PARALLEL_MIN_PAIRS = 100_000  # new pairs; bench/bench_scoring.py on 2 shared cores: a pool did not win at 47k
+MAX_CACHED = 1_000_000
+_CHUNKS_PER_WORKER = 2
+_pool_seqs: Sequence[Seq] = ()
+_pool_caches = PairCaches()
 
 
 def available_cpus() -> int:
@@ -171,24 +215,22 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _worker_scorer
-    _worker_scorer = RougeScorer(tokenizer)
-
-
-def _score_chunk(examples: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[float], list[float]]:
-    assert _worker_scorer is not None
-    return _worker_scorer._score_distinct(examples)
+def _score_chunk(pairs: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
+    return score_pairs(_pool_seqs, pairs, _pool_caches)
 
 
 def _score_in_pool(
-    tokenizer: Tokenizer, examples: Sequence[tuple[str, Sequence[str]]], workers: int
-) -> tuple[list[float], list[float]]:
-    # fork: workers inherit the tokenizer (and its caches) without pickling; elsewhere it must pickle.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    size = -(-len(examples) // (workers * _CHUNKS_PER_WORKER))
-    chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-        parts = pool.map(_score_chunk, chunks)
-    return [x for r1, _ in parts for x in r1], [x for _, rl in parts for x in rl]
+    seqs: Sequence[Seq], pairs: Sequence[tuple[int, int]], workers: int, caches: PairCaches
+) -> list[tuple[float, float]]:
+    global _pool_seqs, _pool_caches
+    if "fork" not in multiprocessing.get_all_start_methods():  # workers could not inherit the token ids
+        return score_pairs(seqs, pairs, caches)
+    size = -(-len(pairs) // (workers * _CHUNKS_PER_WORKER))
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    _pool_seqs, _pool_caches = seqs, caches
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_score_chunk, chunks)
+    finally:
+        _pool_seqs, _pool_caches = (), PairCaches()
+    return [x for part in parts for x in part]

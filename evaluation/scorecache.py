@@ -17,6 +17,7 @@ import orjson
 
 from evaluation.metrics import METRICS, aggregate, aggregate_groups, headline, score_examples, task_group
 from evaluation.predictions import Prediction
+from evaluation.rouge import shared_scorer
 from ni.data import category_key
 from ni.io import write_json
 
@@ -33,24 +34,31 @@ def file_sha256(path: Path) -> str:
 
 
 def score_predictions(
-    preds: Sequence[Prediction], categories: Sequence[str], track: str, xlingual_tokenizer: Any = "gpt2"
+    preds: Sequence[Prediction], categories: Sequence[str], track: str, xlingual_tokenizer: Any = "gpt2",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """`evaluation.metrics.evaluate`'s report, plus `task_stats` {task: {n, sums: {metric: sum}}} and
-    `task_category` {task: category key}."""
+    `task_category` {task: category key}. Scored by this process's shared scorer of the track, whose caches serve
+    the next file of the same test set."""
     scores = score_examples(
-        [p.prediction for p in preds], [list(p.references) for p in preds], track, xlingual_tokenizer
+        [p.prediction for p in preds], [list(p.references) for p in preds], track, xlingual_tokenizer, workers,
+        scorer=shared_scorer(track, xlingual_tokenizer),
     )
     cat_keys = [category_key(c) for c in categories]
     tasks = [task_group(p.task) for p in preds]
     per_category = aggregate_groups(scores, cat_keys)
     stats: dict[str, dict[str, Any]] = {}
     task_cat: dict[str, str] = {}
+    columns = [(m, scores.column(m)) for m in METRICS]
     for i, t in enumerate(tasks):
-        s = stats.setdefault(t, {"n": 0, "sums": dict.fromkeys(METRICS, 0.0)})
+        s = stats.get(t)
+        if s is None:
+            s = stats[t] = {"n": 0, "sums": dict.fromkeys(METRICS, 0.0)}
+            task_cat[t] = cat_keys[i]
         s["n"] += 1
-        for m in METRICS:
-            s["sums"][m] += scores.column(m)[i]
-        task_cat.setdefault(t, cat_keys[i])
+        sums = s["sums"]
+        for m, col in columns:  # in example order, as before: the same float sums
+            sums[m] += col[i]
     return {
         "overall": aggregate(scores),
         "per_task": aggregate_groups(scores, tasks),

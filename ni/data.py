@@ -13,6 +13,7 @@ label-balanced 100 first); `max_instances` then keeps a random subset of those. 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -43,7 +44,7 @@ class Example:
     explanation: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: str
     input: str
@@ -157,7 +158,7 @@ class _FieldReader:
             if iid is None:
                 missing_id.append(len(out))
                 iid = ""
-            out.append(Instance(id=iid, input=text, outputs=outputs))
+            out.append(Instance(id=_own(iid), input=_own(text), outputs=tuple(_own(o) for o in outputs)))
         if missing_id:  # derived ids count earlier duplicates, so walk the file up to the last one needed
             wanted = {chosen[k]: k for k in missing_id}
             seen: dict[str, int] = {}
@@ -192,6 +193,12 @@ class _FieldReader:
             raise self.fail(f"{where}.output", "empty list of references")
         iid = item.get("id")
         return text, outputs, None if iid is None or iid == "" else as_text(iid)
+
+
+def _own(text: str) -> str:
+    """A copy of `text` made now, while the parsed file is still alive: the copies of a file's kept instances sit
+    together in memory, while the originals would pin the allocator's pools of the whole file after it is freed."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
 
 
 def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: dict[str, int]) -> str:
@@ -380,12 +387,18 @@ def load_split(
     if task_limit is not None:
         names = names[:task_limit]
     tasks = []
-    for name in names:
+    collecting = gc.isenabled()
+    gc.disable()  # parsing makes no cycles; collections would walk the kept sample once per few files
+    try:
+        for name in names:
 
-        def keep(count: int, name: str = name) -> Sequence[int]:
-            return sample_indices(name, split, count, max_instances_per_task, seed)
+            def keep(count: int, name: str = name) -> Sequence[int]:
+                return sample_indices(name, split, count, max_instances_per_task, seed)
 
-        tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+            tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+    finally:
+        if collecting:
+            gc.enable()
     return SplitData(root=Path(root), track=track, split=split, tasks=tasks, instances=[t.instances for t in tasks],
                      max_instances_per_task=max_instances_per_task, seed=seed, task_limit=task_limit)
 

@@ -22,9 +22,14 @@ from beaker import (
     BeakerDataSource,
     BeakerEnvVar,
     BeakerExperimentSpec,
+    BeakerImageSource,
     BeakerJob,
     BeakerJobPriority,
+    BeakerResultSpec,
     BeakerSpecVersion,
+    BeakerTaskContext,
+    BeakerTaskResources,
+    BeakerTaskSpec,
     BeakerWorkloadStatus,
 )
 
@@ -36,6 +41,7 @@ from launcher.backends.beaker import (
     WRAPPER,
     BeakerBackend,
     attempt_state,
+    config_yaml,
     job_state,
     spec_from_json,
     spec_json,
@@ -146,6 +152,33 @@ def test_specs_round_trip_through_beaker_py(which: str, request: pytest.FixtureR
         assert again.to_json() == data  # beaker-py's own JSON is a fixed point
         assert spec_from_json(data) == spec  # and the objects are equal (after the data-mount repair)
         assert json.loads(spec_json(spec)) == data
+
+
+@pytest.mark.parametrize("which", ["single", "multi"])
+def test_fast_rendering_writes_what_beaker_py_json_and_yaml_write(which: str, request: pytest.FixtureRequest) -> None:
+    sweep, specs = request.getfixturevalue(which)
+    for _ in range(2):  # the second time from the memo of YAML blocks
+        for rs in specs:
+            spec = BeakerBackend().build_spec(sweep, rs)
+            assert spec_json(spec) == json.dumps(spec.to_json(), sort_keys=True, indent=2) + "\n"
+            cfg = rs.run.config.model_copy(update={"output_dir": RESULT_PATH})
+            assert config_yaml(cfg.model_dump(mode="json")) == cfg.to_yaml()
+
+
+def test_spec_json_falls_back_to_json_where_orjson_writes_otherwise() -> None:
+    spec = BeakerExperimentSpec(
+        version=BeakerSpecVersion.v2, description="caf\u00e9 \u2603",
+        tasks=[BeakerTaskSpec(name="t", image=BeakerImageSource(beaker="img"), context=BeakerTaskContext(),
+                              result=BeakerResultSpec(path="/r"), command=["x", '": 1e5'],
+                              resources=BeakerTaskResources(cpu_count=1e-05, gpu_count=0))],
+    )
+    assert spec_json(spec) == json.dumps(spec.to_json(), sort_keys=True, indent=2) + "\n"
+    spec.tasks[0].resources.cpu_count = float("nan")  # type: ignore[union-attr]
+    spec.description = "plain"
+    assert spec_json(spec) == json.dumps(spec.to_json(), sort_keys=True, indent=2) + "\n"
+    assert config_yaml({}) == yaml.safe_dump({}, sort_keys=False)
+    data = {"a": {"b": [1, 2.5, None], "c": {}}, "d": "x: y", "e": 10**30}
+    assert config_yaml(data) == yaml.safe_dump(data, sort_keys=False)
 
 
 def test_spec_rules_single(single: tuple[Sweep, list[RunSpec]]) -> None:

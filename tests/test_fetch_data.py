@@ -82,3 +82,44 @@ def test_pinned_revision_counts_are_checked(ni_sample: Path, tmp_path: Path) -> 
     with pytest.raises(DataError, match=r"13 tasks, but v2.8 has 119"):
         verify(ni_sample, "v2.8")
     assert verify(ni_sample, "anything")["default/test"]["tasks"] == 13
+
+
+def test_the_pins_file_holds_the_papers_counts_and_only_real_hashes() -> None:
+    import re
+
+    from trainer.fetch import NI_REVISION, load_pins
+
+    pin = load_pins()[NI_REVISION]
+    assert {k: v["tasks"] for k, v in pin["splits"].items()} == {"default/train": 757, "default/test": 119,
+                                                                "xlingual/test": 35}
+    assert pin["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", pin["commit"])
+    assert all(v["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", v["sha256"]) for v in pin["splits"].values())
+
+
+def test_a_recorded_commit_and_split_hashes_are_checked(remote: str, tmp_path: Path) -> None:
+    from ni.errors import DataError
+    from trainer.fetch import FetchError
+
+    first = fetch_data(tmp_path / "a", "sample-1", remote, pins={})
+    splits = {name: dict(facts) for name, facts in first["splits"].items()}
+    pins = {"sample-1": {"commit": "0" * 40, "splits": splits}}
+    with pytest.raises(FetchError, match="pinned at 000000000000"):
+        fetch_data(tmp_path / "b", "sample-1", remote, pins=pins)
+    assert not (tmp_path / "b").exists()
+    pins["sample-1"]["commit"] = first["commit"]
+    splits["default/test"]["sha256"] = "f" * 64
+    with pytest.raises(DataError, match=r"test_tasks.txt: sha256 .* pinned at ffffffffffff"):
+        fetch_data(tmp_path / "b", "sample-1", remote, pins=pins)
+    splits["default/test"]["sha256"] = first["splits"]["default/test"]["sha256"]
+    got = fetch_data(tmp_path / "b", "sample-1", remote, pins=pins)
+    assert got["fetched"] and got["commit"] == first["commit"] and got["splits"] == first["splits"]
+
+
+def test_a_bad_pins_file_is_one_line(tmp_path: Path) -> None:
+    from ni.errors import DataError
+    from trainer.fetch import load_pins
+
+    bad = tmp_path / "pins.json"
+    bad.write_text('{"v2.8": {"splits": {"default/test": {"tasks": "many"}}}}')
+    with pytest.raises(DataError, match=r"pins.json: field 'v2.8.splits.default/test.tasks'"):
+        load_pins(bad)

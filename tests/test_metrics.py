@@ -292,3 +292,60 @@ def test_xlingual_tokenizer_loads_a_local_directory(byte_bpe: Any, tmp_path: Any
     byte_bpe.save_pretrained(tmp_path / "tok")
     tok = XlingualTokenizer(name=str(tmp_path / "tok"))
     assert tok.tokenize("Hello  world") == OriginalGPTTokenizer(byte_bpe).tokenize("Hello  world")
+
+
+def _ni_texts(ni_sample: Any, per_task: int = 30) -> list[str]:
+    import orjson
+
+    texts: list[str] = []
+    for path in sorted((ni_sample / "tasks").glob("*.json")):
+        task = orjson.loads(path.read_bytes())
+        texts += [str(d) for d in task.get("Definition", [])]
+        for inst in task["Instances"][:per_task]:
+            texts.append(str(inst["input"]))
+            texts += [str(o) for o in inst["output"]]
+    return texts
+
+
+def test_default_tokenizer_equals_rouge_score_on_real_text(ni_sample: Any) -> None:
+    from nltk.stem import porter
+    from rouge_score import tokenize
+
+    stemmer = porter.PorterStemmer()
+    ours = DefaultTokenizer()
+    extra = ["", "  ", "K\u212a \u0130stanbul", "don't STOP-believing!!", "a\nb\tc\u00a0d", "caf\u00e9s 1990s"]
+    texts = _ni_texts(ni_sample) + extra
+    assert len(texts) > 3000
+    for text in texts:
+        assert ours.tokenize(text) == tokenize.tokenize(text, stemmer), text
+
+
+def test_one_scorer_across_files_equals_a_fresh_scorer_per_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = training_lines(120, seed=5)
+    rng = random.Random(11)
+    refs = [[rng.choice(lines) for _ in range(rng.randint(1, 3))] for _ in range(150)]
+    files = [[rng.choice(lines) for _ in range(150)] for _ in range(3)]
+    shared = RougeScorer(DefaultTokenizer())
+    for preds in files:
+        assert shared.score(preds, refs, workers=1) == RougeScorer(DefaultTokenizer()).score(preds, refs, workers=1)
+    fresh = RougeScorer(DefaultTokenizer())
+    fresh.score(files[0], refs, workers=1)
+    assert len(shared._pair_scores) > len(fresh._pair_scores)  # it kept the pairs of every file
+    monkeypatch.setattr(rouge, "MAX_CACHED", 10)  # past the bound the scorer starts over, with the same results
+    assert shared.score(files[0], refs, workers=1) == fresh.score(files[0], refs, workers=1)
+    assert len(shared._pair_scores) == len(fresh._pair_scores)
+
+
+def test_parallel_and_serial_metrics_are_byte_identical() -> None:
+    import orjson
+
+    lines = training_lines(200, seed=21)
+    rng = random.Random(4)
+    n = 300
+    preds = [rng.choice(lines) for _ in range(n)]
+    refs = [[rng.choice(lines) for _ in range(rng.randint(1, 3))] for _ in range(n)]
+    tasks = [f"task{i % 7:03d}_x" for i in range(n)]
+    cats = [["Title Generation", "Textual Entailment", "Question Answering"][i % 3] for i in range(n)]
+    serial = evaluate(preds, refs, tasks, cats, workers=1)
+    parallel = evaluate(preds, refs, tasks, cats, workers=2)
+    assert orjson.dumps(serial) == orjson.dumps(parallel)

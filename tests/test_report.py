@@ -230,3 +230,27 @@ def test_html_report_renders_in_headless_chromium(encoding_sweep: Path, data_roo
         assert f'data-run="{run}"' in page
     assert 'data-state="failed"' in page
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_runs_scored_in_parallel_equal_runs_scored_one_by_one(data_root: Path, tmp_path: Path) -> None:
+    from evaluation.report import score_runs
+    from evaluation.runs import discover
+
+    sweep = tmp_path / "sweep"
+    for i, name in enumerate(["copy_input", "copy_demo", "copy_input", None]):
+        make_run(sweep / f"r{i}", data_root, name, config={"train_encoding": f"e{i}"})
+    cut = sweep / "r2" / "predicted_examples.jsonl"
+    cut.write_bytes(cut.read_bytes()[:-40])  # a last line cut mid-way: flagged, the rest scored
+    (sweep / "r4").mkdir()
+    (sweep / "r4" / "predicted_examples.jsonl").write_text('{"id": "x"}\n')  # unusable: a flag, no scores
+
+    serial_runs, parallel_runs = discover([sweep]), discover([sweep])
+    serial = score_runs(serial_runs, use_cache=False, workers=1)
+    parallel = score_runs(parallel_runs, use_cache=False, workers=2)
+    assert orjson.dumps(serial) == orjson.dumps(parallel)
+    assert [r.flags for r in serial_runs] == [r.flags for r in parallel_runs]
+    assert serial["r3"] is None and serial["r4"] is None and serial["r2"]["truncated"]
+    assert any("predictions unusable" in f for f in parallel_runs[4].flags)
+    # the parallel pass wrote each run's cache; read back, the scores are the same bytes
+    cached = score_runs(discover([sweep]), use_cache=True, workers=2)
+    assert orjson.dumps(cached) == orjson.dumps(serial)

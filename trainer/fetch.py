@@ -4,6 +4,10 @@ A shallow fetch of one revision into DIR.partial (kept when a step fails, so a r
 objects), checked there -- the split files exist, hold the expected number of tasks, and every task they name has
 its file -- then renamed to DIR with a stamp (.tk-data.json: remote, revision, commit, sha256 of every split file).
 A later call on a stamped DIR re-checks the split files against the stamp and fetches nothing.
+
+What a revision must hold is pinned in trainer/ni-pins.json: the split task counts, and once recorded the commit
+the tag resolves to and each split file's sha256 (null until someone with access to GitHub records them from the
+stamp of a first fetch; this repository was written without it).
 """
 
 from __future__ import annotations
@@ -23,8 +27,26 @@ from ni.io import write_json
 NI_REMOTE = "https://github.com/allenai/natural-instructions"
 # The last v2 release; its default split is the paper's: 757 train / 119 English test tasks, 35 xlingual test.
 NI_REVISION = "v2.8"
-EXPECTED_TASKS = {"v2.8": {"default/test": 119, "default/train": 757, "xlingual/test": 35}}
+PINS = Path(__file__).with_name("ni-pins.json")  # per revision: commit, split task counts and sha256 (null: unknown)
 STAMP = ".tk-data.json"
+
+
+def load_pins(path: Path = PINS) -> dict[str, Any]:
+    """{revision: {commit, splits: {name: {tasks, sha256}}}}; a bad file is one line naming it and the field."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable: {str(e).splitlines()[0]}") from None
+    pins = {k: v for k, v in data.items() if not k.startswith("_")} if isinstance(data, dict) else None
+    if pins is None:
+        raise DataError(f"{path}: expected an object of revisions")
+    for rev, pin in pins.items():
+        if not isinstance(pin, dict) or not isinstance(pin.get("splits"), dict):
+            raise DataError(f"{path}: field '{rev}.splits': expected an object of split names")
+        for name, split in pin["splits"].items():
+            if not isinstance(split, dict) or not isinstance(split.get("tasks"), int):
+                raise DataError(f"{path}: field '{rev}.splits.{name}.tasks': expected a number of tasks")
+    return pins
 
 
 class FetchError(TkError):
@@ -50,25 +72,46 @@ def split_files(root: Path) -> dict[str, Path]:
             for p in sorted((root / "splits").glob("*/*_tasks.txt"))}
 
 
-def verify(root: Path, revision: str) -> dict[str, Any]:
-    """Split task counts (for a pinned revision), every split task present; the split files' sha256."""
+def verify(root: Path, revision: str, pins: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every split task present; for a pinned revision, its split files present with their task counts and (where
+    recorded) sha256. Returns {split: {tasks, sha256}}."""
     files = split_files(root)
     if "default/test" not in files:
         raise DataError(f"{root}: no splits/default/test_tasks.txt: not a Super-NaturalInstructions checkout")
+    pinned = (load_pins() if pins is None else pins).get(revision, {}).get("splits", {})
+    for name in pinned:
+        if name not in files:
+            raise DataError(f"{root}: no splits/{name}_tasks.txt, which {revision} has")
     facts: dict[str, Any] = {}
     for name, path in files.items():
-        tasks = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+        raw = path.read_bytes()
+        tasks = [t.strip() for t in raw.decode("utf-8").splitlines() if t.strip()]
         missing = [t for t in tasks if not (root / "tasks" / f"{t}.json").is_file()]
         if missing and name.split("/")[1] in ("train", "test"):
             raise DataError(f"{path}: {len(missing)} task(s) without a file under tasks/, e.g. {missing[0]}")
-        want = EXPECTED_TASKS.get(revision, {}).get(name)
-        if want is not None and len(tasks) != want:
-            raise DataError(f"{path}: {len(tasks)} tasks, but {revision} has {want}")
-        facts[name] = {"tasks": len(tasks), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        sha = hashlib.sha256(raw).hexdigest()
+        want = pinned.get(name, {})
+        if want.get("tasks") is not None and len(tasks) != want["tasks"]:
+            raise DataError(f"{path}: {len(tasks)} tasks, but {revision} has {want['tasks']}")
+        if want.get("sha256") is not None and sha != want["sha256"]:
+            raise DataError(f"{path}: sha256 {sha[:12]}..., but {revision} is pinned at {want['sha256'][:12]}... "
+                            f"({PINS.name})")
+        facts[name] = {"tasks": len(tasks), "sha256": sha}
     return facts
 
 
-def fetch_data(out: Path, revision: str = NI_REVISION, remote: str = NI_REMOTE) -> dict[str, Any]:
+def check_commit(commit: str, revision: str, pins: dict[str, Any] | None = None) -> None:
+    want = (load_pins() if pins is None else pins).get(revision, {}).get("commit")
+    if want is not None and commit != want:
+        raise FetchError(f"fetch-data: {revision} resolved to commit {commit[:12]}, but it is pinned at {want[:12]} "
+                         f"({PINS.name})", hint="The tag moved or the remote is another repository: check --remote.")
+
+
+def fetch_data(
+    out: Path, revision: str = NI_REVISION, remote: str = NI_REMOTE, pins: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`pins`: the pinned facts per revision (default: trainer/ni-pins.json)."""
+    pins = load_pins() if pins is None else pins
     out = out.resolve()
     stamp_file = out / STAMP
     if stamp_file.is_file():
@@ -76,7 +119,7 @@ def fetch_data(out: Path, revision: str = NI_REVISION, remote: str = NI_REMOTE) 
         if stamp.get("revision") != revision:
             raise FetchError(f"{out}: holds revision {stamp.get('revision')}, not {revision}",
                              hint="Give another --out, or remove that folder first.")
-        if verify(out, revision) != stamp["splits"]:
+        if verify(out, revision, pins) != stamp["splits"]:
             raise DataError(f"{out}: split files changed since they were fetched ({STAMP})",
                             hint="Remove the folder and fetch again.")
         return {**stamp, "fetched": False}
@@ -97,7 +140,8 @@ def fetch_data(out: Path, revision: str = NI_REVISION, remote: str = NI_REMOTE) 
     _git(["fetch", "--depth", "1", "--no-tags", "origin", revision], work)
     _git(["-c", "advice.detachedHead=false", "checkout", "-q", "--force", "FETCH_HEAD"], work)
     commit = _git(["rev-parse", "HEAD"], work)
-    stamp = {"remote": remote, "revision": revision, "commit": commit, "splits": verify(work, revision)}
+    check_commit(commit, revision, pins)
+    stamp = {"remote": remote, "revision": revision, "commit": commit, "splits": verify(work, revision, pins)}
     write_json(work / STAMP, stamp)
     os.replace(work, out)
     return {**stamp, "fetched": True}
