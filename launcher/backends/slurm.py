@@ -407,8 +407,18 @@ class SlurmBackend:
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         ids = list(dict.fromkeys(j.job_id for j in jobs))
-        if ids:
-            subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120, check=False)
+        if not ids:
+            return
+        try:
+            p = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ConfigError(f"scancel: {e}",
+                              hint="Nothing was cancelled; check the cluster (sinfo) and cancel again.") from None
+        errors = [line for line in p.stderr.splitlines() if "error" in line and "Invalid job id" not in line
+                  and "already completing or completed" not in line]
+        if p.returncode != 0 and errors:  # slurmctld down: saying "cancel sent" would be a lie
+            raise ConfigError(f"scancel: {errors[-1].removeprefix('scancel: ').strip()}",
+                              hint="The jobs may still run; check the cluster (sinfo) and cancel again.")
 
 
 def _run(argv: list[str]) -> str | None:
