@@ -122,13 +122,11 @@ class Manifest:
         if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
             return RunState(run.run_id, "completed", "results not pulled yet")
         if job_state == "cancelled":  # scancel: the trainer saved and wrote "preempted", but a person cancelled it
-            return RunState(run.run_id, "cancelled", f"step {_last_step(run_dir)}" if _last_step(run_dir) else "")
+            return _cancelled(run.run_id, run_dir, status)
         if status.get("state") == "failed":
             return RunState(run.run_id, "failed", status.get("error", "")[:200])
         if job_state in (None, "unknown") and self._cancelled_here(run.run_id):  # the backend forgot it; we did not
-            step = _last_step(run_dir)
-            return RunState(run.run_id, "cancelled", f"step {step}" if step else
-                            ("cancelled before it started" if not status else ""))
+            return _cancelled(run.run_id, run_dir, status)
         if status.get("state") == "preempted":
             return RunState(run.run_id, "preempted", status.get("error", "")[:200])
         if job_state in ("failed", "cancelled", "preempted"):
@@ -166,6 +164,11 @@ def _read(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: runs.{run_id}: expected {{backend: str, jobs: [str, ...], cancelled: [str, ...]}}",
                               hint=hint)
     return data
+
+
+def _cancelled(run_id: str, run_dir: Path, status: dict[str, Any]) -> RunState:
+    step = _last_step(run_dir)
+    return RunState(run_id, "cancelled", f"step {step}" if step else ("" if status else "cancelled before it started"))
 
 
 def _last_step(run_dir: Path) -> int:

@@ -625,3 +625,155 @@ def test_a_slurm_time_limit_shorter_than_its_warning_is_refused(tmp_path: Path) 
         r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
         one_line_error(r, "resources.time 00:01:00", "90 s before", "at least 150 s")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_cancelled_before_it_started_is_cancelled_not_missing(tmp_path: Path) -> None:
+    """SLURM keeps no record of an array task cancelled while pending; the manifest remembers what `launcher
+    cancel` cancelled, so such a run is 'cancelled' (and submitted again), never 'missing'. What the run
+    directory knows still counts: a run that failed before the cancel stays failed; a newer job is not cancelled."""
+    from launcher.backends.base import Job
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: cx\n" + BASE + "grid:\n  seed: [1, 2]\n")
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    a, b = sweep.runs
+    for run, job in ((a, "7_0"), (b, "7_1")):
+        manifest.record(run, "slurm", Job(run.run_id, job))
+    assert manifest.state(a, "unknown").state == "missing"  # lost: nobody said it was cancelled
+    manifest.mark_cancelled(a.run_id, manifest.jobs(a.run_id))
+    manifest.mark_cancelled(b.run_id, manifest.jobs(b.run_id))
+    again = Manifest(tmp_path / "runs", sweep)  # kept in manifest.json
+    assert [(s.state, s.detail) for s in (again.state(a, "unknown"), again.state(b, None))] == [
+        ("cancelled", "cancelled before it started")] * 2
+    assert again.to_submit([again.state(a, "unknown")]) == [a.run_id]
+    rd = RunDir(again.run_dir(b))
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.set_status("running", attempt=1)
+    rd.set_status("preempted", step=3, signal=15)  # the trainer saved on the cancel's SIGTERM
+    assert again.state(b, "unknown").state == "cancelled"
+    rd.set_status("failed", error="boom")  # it had failed on its own
+    assert again.state(b, "unknown").state == "failed"
+    again.record(b, "slurm", Job(b.run_id, "9_1"))  # submitted again: the new job was not cancelled
+    assert again.state(b, "unknown").state == "failed" and again.state(b, "pending").state == "pending"
+
+
+def test_scancel_that_does_not_reach_the_controller_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """`launcher cancel` during a slurmctld outage: one line and exit 2, never "cancel sent"; nothing recorded as
+    cancelled. A job that has ended already is no error."""
+    from launcher.backends.base import Job
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scancel").write_text(
+        "#!/bin/sh\ncase \"$1\" in\n  old) echo 'scancel: error: Kill job error on job id old: Invalid job id "
+        "specified' >&2; exit 1;;\n  *) echo \"scancel: error: Kill job error on job id $1: Unable to contact slurm "
+        "controller (connect failure)\" >&2; exit 8;;\nesac\n")
+    (bin_ / "scancel").chmod(0o755)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: cd\n" + BASE)
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    manifest.record(sweep.runs[0], "slurm", Job(sweep.runs[0].run_id, "4242_0"))
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}"}
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", str(tmp_path / "runs"), env=env, timeout=120)
+    one_line_error(r, "scancel", "Unable to contact slurm controller")
+    assert "cancel sent" not in r.stdout
+    assert "cancelled" not in orjson.loads(manifest.path.read_bytes())["runs"][sweep.runs[0].run_id]
+    manifest.data["runs"][sweep.runs[0].run_id]["jobs"] = ["old"]
+    manifest.save()
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", str(tmp_path / "runs"), env=env, timeout=120)
+    assert r.returncode == 0 and "cancel sent" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
+    """On the real cluster: slurmctld stopped by PID while one run trains and one waits, and both `logs -f` (the
+    live summary) and `logs RUN -f` follow. Neither ends during the outage; the summary shows the waiting run as
+    "unknown (controller unreachable)". Once slurmctld is back and the sweep is cancelled, both end (exit 0) with
+    both runs cancelled -- the one that never started too -- and one job per run."""
+    import signal
+    import time
+
+    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    _prebuild_tiny_model()
+    conf = Path(os.environ["SLURM_CONF"])
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: lgout\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
+                     "set: {optim.max_steps: 2000, data.max_instances_per_task: 8, data.max_instances_per_eval_task: 2,"
+                     " logging.progress: false, checkpoint.every_steps: 1000}\nseeds: [1, 2]\n"
+                     "resources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
+                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
+    runs = tmp_path / "runs"
+    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def follow(name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        out = tmp_path / f"{name}.out"
+        term = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm"}  # the summary redrawn into a file
+        with open(out, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", str(sweep), *args, "-f", "--interval",
+                                     "1", "--runs-root", str(runs)], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **env, **term})
+        return proc, out
+
+    def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.time() + timeout
+        while not cond():
+            assert time.time() < deadline, what
+            time.sleep(1)
+
+    def held() -> list[Path]:
+        return [p for p in (runs / "lgout").glob("??????????") if p.is_dir() and RunDir(p).holder()]
+
+    summary, summary_out = follow("summary")
+    procs = [summary]
+    restarted = False
+    pidfile = conf.parent / "pids" / "slurmctld.pid"
+    try:
+        wait_until(lambda: held(), 300, "a run training")
+        (training,) = held()
+        one, one_out = follow("one", training.name)
+        procs.append(one)
+        wait_until(lambda: b"pending" in summary_out.read_bytes(), 60, "the summary showing the waiting run")
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        wait_until(lambda: b"unknown (controller unreachable)" in summary_out.read_bytes(), 400,
+                   "the summary saying the controller is unreachable")
+        wait_until(lambda: b"slurm does not answer (controller unreachable); still following" in one_out.read_bytes(),
+                   400, "the run's follower saying the controller is unreachable")
+        assert summary.poll() is None and one.poll() is None, (summary_out.read_text(), one_out.read_text())
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True)
+        restarted = True
+        wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+        wait_until(lambda: b"slurm answers again" in one_out.read_bytes(), 300, "the follower seeing the job again")
+        r = cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for proc in procs:
+            assert proc.wait(timeout=300) == 0
+    finally:
+        if not restarted:
+            subprocess.run(["slurmctld", "-f", str(conf)], check=False)
+            wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
+    last = summary_out.read_text(errors="replace").rsplit("lgout: 2 runs", 1)[-1]
+    assert "— 2 cancelled" in last, last
+    r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env=env)
+    assert r.stdout.count("cancelled") >= 2 and "cancelled before it started" in r.stdout, r.stdout
+    assert "missing" not in r.stdout and "unknown" not in r.stdout, r.stdout
+    manifest = orjson.loads((runs / "lgout" / "manifest.json").read_bytes())
+    assert [len(e["jobs"]) for e in manifest["runs"].values()] == [1, 1]

@@ -641,3 +641,38 @@ def test_wrapper_requeues_as_soon_as_the_state_is_saved(tmp_path: Path, monkeypa
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
     assert calls and calls[0] - t0 < 20  # not the child's 60 s teardown
+
+
+@slurm
+@pytest.mark.slow
+def test_cluster_array_cancelled_before_it_started_is_cancelled(tmp_path: Path, cluster: None) -> None:
+    """An array whose tasks cannot start yet (--begin an hour on), cancelled: SLURM drops pending tasks cancelled
+    one by one without a record, yet `status` says cancelled -- never missing -- and a new submit starts each run
+    once more."""
+    sweep = tmp_path / "never.yaml"
+    sweep.write_text(f"name: never\nbase: {TINY}\nseeds: [1, 2, 3]\n"
+                     "resources: {cpus: 1, memory: 1G, time: '00:15:00'}\n"
+                     "backend: {slurm: {additional_parameters: {begin: now+3600}}}\n")
+    runs = tmp_path / "runs"
+
+    def launcher(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "launcher", *args, str(sweep), "--runs-root", str(runs)],
+                              cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    try:
+        r = launcher("submit", "--backend", "slurm")
+        assert r.returncode == 0 and "3 to submit" in r.stdout, r.stdout + r.stderr
+        assert launcher("status").stdout.count("pending") == 3
+        jobs = [j for e in json.loads((runs / "never" / "manifest.json").read_text())["runs"].values() for j in e["jobs"]]
+        r = launcher("cancel")
+        assert r.returncode == 0 and "cancel sent" in r.stdout, r.stdout + r.stderr
+        squeue = subprocess.run(["squeue", "--states=all", "-h", "-r", "-o", "%i %T", "-j", ",".join(jobs)],
+                                capture_output=True, text=True).stdout
+        assert not any(j in squeue.split() for j in jobs), squeue  # the tasks left no record
+        r = launcher("status")
+        assert r.stdout.count("cancelled before it started") == 3 and "missing" not in r.stdout, r.stdout
+        r = launcher("submit", "--backend", "slurm")
+        assert r.returncode == 0 and "3 to submit, 0 skipped" in r.stdout, r.stdout + r.stderr
+        assert launcher("status").stdout.count("pending") == 3
+    finally:
+        launcher("cancel")
