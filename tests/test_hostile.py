@@ -618,12 +618,21 @@ def test_labels_tell_what_happened(tmp_path: Path) -> None:
 
 
 def test_a_slurm_time_limit_shorter_than_its_warning_is_refused(tmp_path: Path) -> None:
+    """Checked against the delay the job is rendered with (--signal=USR2@signal_delay_s), default or set."""
     sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: x\n" + BASE + "resources: {time: '00:01:00'}\n")
-    for command in ("plan", "submit"):  # refused when planning already
-        extra = ["--render"] if command == "plan" else []
-        r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
-        one_line_error(r, "resources.time 00:01:00", "90 s before", "at least 150 s")
+    cases = [("resources: {time: '00:01:00'}\n", ["resources.time 00:01:00", "120 s before", "at least 180 s"]),
+             ("resources: {time: '00:02:30'}\n", ["resources.time 00:02:30", "120 s before", "at least 180 s"]),
+             ("resources: {time: '00:05:00'}\nbackend: {slurm: {signal_delay_s: 300}}\n",
+              ["resources.time 00:05:00", "300 s before", "signal_delay_s", "at least 360 s"])]
+    for text, needles in cases:
+        sweep.write_text("name: x\n" + BASE + text)
+        for command in ("plan", "submit"):  # refused when planning already
+            extra = ["--render"] if command == "plan" else []
+            r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
+            one_line_error(r, *needles)
+    sweep.write_text("name: x\n" + BASE + "resources: {time: '00:03:00'}\n")
+    r = cli("launcher", "plan", str(sweep), "--backend", "slurm", "--render", "--runs-root", str(tmp_path / "r"))
+    assert r.returncode == 0 and "--signal=USR2@120" in r.stdout and "--time=3" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -777,3 +786,35 @@ def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
     assert "missing" not in r.stdout and "unknown" not in r.stdout, r.stdout
     manifest = orjson.loads((runs / "lgout" / "manifest.json").read_bytes())
     assert [len(e["jobs"]) for e in manifest["runs"].values()] == [1, 1]
+
+
+def test_every_job_of_a_run_is_kept_and_cancelled(tmp_path: Path) -> None:
+    """A run submitted twice (the first job lost from view, then found running again): the manifest keeps both job
+    ids, the run counts as running while any of its jobs runs (not submitted a third time), and cancel reaches both."""
+    from launcher.backends.base import Job
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text("#!/bin/sh\necho '5_0 RUNNING'\n")  # the older job runs; 6_0 is not known
+    (bin_ / "sacct").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancelled'}\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: two\n" + BASE)
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    run = sweep.runs[0]
+    for job in ("5_0", "6_0"):
+        manifest.record(run, "slurm", Job(run.run_id, job))
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}", "COLUMNS": "200"}
+    runs = str(tmp_path / "runs")
+    r = cli("launcher", "status", str(sweep_file), "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and "running" in r.stdout, r.stdout + r.stderr
+    r = cli("launcher", "submit", str(sweep_file), "--backend", "slurm", "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and "0 to submit, 1 skipped (running)" in r.stdout, r.stdout + r.stderr
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "scancelled").read_text().split() == ["5_0", "6_0"]
+    assert orjson.loads(manifest.path.read_bytes())["runs"][run.run_id]["jobs"] == ["5_0", "6_0"]

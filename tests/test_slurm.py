@@ -676,3 +676,17 @@ def test_cluster_array_cancelled_before_it_started_is_cancelled(tmp_path: Path, 
         assert launcher("status").stdout.count("pending") == 3
     finally:
         launcher("cancel")
+
+
+@slurm
+def test_cluster_sbatch_refusal_is_one_line_and_records_nothing(tmp_path: Path, cluster: None) -> None:
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text(f"name: bad\nbase: {TINY}\nresources: {{cpus: 1, memory: 1G, time: '00:15:00'}}\n"
+                     "backend: {slurm: {partition: nosuch}}\n")
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root",
+                        str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "sbatch:" in errors[0] and "invalid partition" in errors[0].lower(), r.stderr
+    manifest = tmp_path / "runs" / "bad" / "manifest.json"
+    assert not manifest.exists() or json.loads(manifest.read_text())["runs"] == {}

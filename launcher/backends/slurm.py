@@ -215,9 +215,6 @@ class TrainerJob(Checkpointable):
         return DelayedSubmission(self, *args, **kwargs)
 
 
-SIGNAL_DELAY_S = 90  # submitit's default --signal=USR2@90: the notice before the time limit
-
-
 class SubmitFailed(ConfigError):
     """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
 
@@ -357,14 +354,16 @@ class SlurmBackend:
             if not m or m.count(":") > 2 or m.startswith(":"):
                 raise ConfigError(f"{sweep.path}: backend.slurm.container.mounts: bad mount '{m}'",
                                   hint="Use host:container or host:container:ro.")
+        delay = sweep.spec.backend.slurm.signal_delay_s  # what --signal=USR2@N is rendered with
         for run in sweep.runs:
             memory_gb(run.resources.memory)
             time_minutes(run.resources.time)
-            if run.resources.time_seconds < SIGNAL_DELAY_S + 60:
+            if run.resources.time_seconds < delay + 60:
                 raise ConfigError(
-                    f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {SIGNAL_DELAY_S} s before "
-                    "its time limit (USR2: checkpoint and requeue), so a limit this short warns it at once",
-                    hint=f"Give at least {SIGNAL_DELAY_S + 60} s, e.g. time: \"00:15:00\".")
+                    f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {delay} s before its time "
+                    "limit (backend.slurm.signal_delay_s; USR2: checkpoint and requeue), so a limit this short warns "
+                    "it at once", hint=f"Give at least {delay + 60} s, e.g. time: \"00:15:00\", or a shorter "
+                    "signal_delay_s.")
 
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
         """sbatch-<i>.sh: the exact scripts submit() hands to sbatch (with the cluster's default MaxArraySize)."""
