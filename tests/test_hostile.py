@@ -818,3 +818,23 @@ def test_every_job_of_a_run_is_kept_and_cancelled(tmp_path: Path) -> None:
     r = cli("launcher", "cancel", str(sweep_file), "--runs-root", runs, env=env, timeout=120)
     assert r.returncode == 0 and (tmp_path / "scancelled").read_text().split() == ["5_0", "6_0"]
     assert orjson.loads(manifest.path.read_bytes())["runs"][run.run_id]["jobs"] == ["5_0", "6_0"]
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_the_model_loads_is_kept_not_fatal(tmp_path: Path, tiny_model: Path,
+                                                               embedded: Path) -> None:
+    """SLURM's USR2 (or a SIGTERM) arriving while the trainer is still loading: the handlers are installed before
+    anything slow, so the trainer does not die of the signal's default action; it stops at its first step with a
+    checkpoint, says preempted and exits 75 (requeued and resumed)."""
+    from tests.test_trainer import small_run, write_config
+
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
+    code = ("import os, signal, sys\nimport trainer.run as R\nreal = R.resolve_model_path\n"
+            "def loading(*a, **k):\n    os.kill(os.getpid(), signal.SIGUSR2)  # the notice comes while loading\n"
+            "    return real(*a, **k)\nR.resolve_model_path = loading\n"
+            "sys.exit(R.main_run(sys.argv[1], [], False, False))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 75, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    status = orjson.loads((tmp_path / "run" / "status.json").read_bytes())
+    assert status["state"] == "preempted" and status["step"] == 1 and status["signal"] == 12
+    assert RunDir(tmp_path / "run").latest_checkpoint() is not None
