@@ -838,3 +838,20 @@ def test_a_stop_signal_while_the_model_loads_is_kept_not_fatal(tmp_path: Path, t
     status = orjson.loads((tmp_path / "run" / "status.json").read_bytes())
     assert status["state"] == "preempted" and status["step"] == 1 and status["signal"] == 12
     assert RunDir(tmp_path / "run").latest_checkpoint() is not None
+
+
+@pytest.mark.slow
+def test_enospc_while_checkpointing_ends_failed_in_one_line(full_disk: Path, tiny_model: Path, embedded: Path) -> None:
+    """The real trainer, its run directory on a 64 KiB tmpfs: the first checkpoint fills the disk. One line, exit 2,
+    status.json says failed (never 'running'), and no checkpoint counts as complete."""
+    from tests.test_trainer import small_run, write_config
+
+    cfg = small_run(full_disk, tiny_model, embedded, **{"checkpoint.every_steps": 2, "optim.max_steps": 4,
+                                                        "checkpoint.save_final_model": False})
+    config = write_config(full_disk.parent / "r.yaml", **cfg)
+    r = cli("trainer", "run", "--config", str(config))
+    one_line_error(r, "No space left on device")
+    run = RunDir(full_disk / "run")
+    status = run.status()
+    assert status["state"] == "failed" and "No space left on device" in status["error"], status
+    assert run.latest_checkpoint() is None
