@@ -855,3 +855,37 @@ def test_enospc_while_checkpointing_ends_failed_in_one_line(full_disk: Path, tin
     status = run.status()
     assert status["state"] == "failed" and "No space left on device" in status["error"], status
     assert run.latest_checkpoint() is None
+
+
+@pytest.mark.slow
+def test_out_of_the_wrong_kind_is_one_line_for_every_command(tmp_path: Path, embedded: Path) -> None:
+    """Every command that writes --out: a file output given a directory, a folder output given a file. One line
+    naming --out, exit 2, and what was there is left as it was (no file replaced by a folder, no temp left)."""
+    preds = tmp_path / "preds.jsonl"
+    assert cli("evaluation", "baseline", "copy_demo", "--data", str(embedded), "--out", str(preds)).returncode == 0
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name_or_path": "baseline:copy_demo"}, "do_train": False,
+                                   "data": {"root": str(embedded)}, "output_dir": str(tmp_path / "runs" / "r")}))
+    assert cli("trainer", "run", "--config", str(cfg)).returncode == 0
+    out = tmp_path / "out"
+    a_dir, a_file = out / "a-dir", out / "a-file"
+    a_dir.mkdir(parents=True)
+    (a_dir / "keep.txt").write_text("mine")
+    a_file.write_text("mine")
+    run = str(tmp_path / "runs" / "r")
+    cases = [
+        (["trainer", "encode", "--data", str(embedded), "--encoding", "instruct_input"], a_dir, "is a directory"),
+        (["evaluation", "score", str(preds), "--data", str(embedded)], a_dir, "is a directory"),
+        (["evaluation", "baseline", "copy_demo", "--data", str(embedded)], a_dir, "is a directory"),
+        (["evaluation", "compare", run, run], a_dir, "is a directory"),
+        (["evaluation", "report", str(tmp_path / "runs")], a_file, "exists"),
+        (["trainer", "export", run, "--force"], a_file, "is a file"),
+        (["trainer", "tiny-model", "--data", str(embedded), "--vocab-size", "300", "--d-model", "16"], a_file,
+         "is a file"),
+        (["trainer", "make-data"], a_file, "already exists"),
+    ]
+    for (module, *args), target, needle in cases:
+        r = cli(module, *args, "--out", str(target), timeout=300)
+        one_line_error(r, str(target), needle)
+        assert sorted(p.name for p in out.iterdir()) == ["a-dir", "a-file"], (args, list(out.iterdir()))
+        assert a_file.read_text() == "mine" and [p.name for p in a_dir.iterdir()] == ["keep.txt"]
