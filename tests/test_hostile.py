@@ -889,3 +889,22 @@ def test_out_of_the_wrong_kind_is_one_line_for_every_command(tmp_path: Path, emb
         one_line_error(r, str(target), needle)
         assert sorted(p.name for p in out.iterdir()) == ["a-dir", "a-file"], (args, list(out.iterdir()))
         assert a_file.read_text() == "mine" and [p.name for p in a_dir.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_a_local_submit_whose_runs_all_fail_exits_1(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    """`launcher submit` (so `make sweep`) does not exit 0 when no run completed; it names the runs. (The weights
+    are damaged: the tokenizer, all that submit reads itself, is fine; every run fails loading the model.)"""
+    import shutil
+
+    model = tmp_path / "damaged"
+    shutil.copytree(tiny_model, model)
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: allfail\nbase:\n  model: {{name_or_path: {model}}}\n"
+                     f"  data: {{root: {embedded}, max_instances_per_task: 4}}\ngrid:\n  seed: [1, 2]\n")
+    r = cli("launcher", "submit", str(sweep), "--runs-root", str(tmp_path / "runs"), env={"COLUMNS": "200"})
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "allfail: 2 run(s) did not complete" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = cli("launcher", "status", str(sweep), "--runs-root", str(tmp_path / "runs"), "--strict", env={"COLUMNS": "200"})
+    assert r.returncode == 1 and r.stdout.count("failed") == 2, r.stdout

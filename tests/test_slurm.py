@@ -690,3 +690,27 @@ def test_cluster_sbatch_refusal_is_one_line_and_records_nothing(tmp_path: Path, 
     assert len(errors) == 1 and "sbatch:" in errors[0] and "invalid partition" in errors[0].lower(), r.stderr
     manifest = tmp_path / "runs" / "bad" / "manifest.json"
     assert not manifest.exists() or json.loads(manifest.read_text())["runs"] == {}
+
+
+@slurm
+@pytest.mark.slow
+def test_cluster_make_sweep_waits_then_pulls_and_reports(tmp_path: Path, cluster: None) -> None:
+    """The front door on SLURM: `make sweep` returns when the sweep has ended, then pulls and reports (exit 0);
+    NO_WAIT=1 returns at once with the next command."""
+    _prebuild_tiny_model()
+    sweep = tmp_path / "front.yaml"
+    sweep.write_text(f"name: front\nbase: {TINY}\n" + TINY_RUN + "  optim.max_steps: 2\nseeds: [1]\n")
+    runs = tmp_path / "runs"
+    make = ["make", "-C", str(REPO), "sweep", f"SWEEP={sweep}", "BACKEND=slurm", f"RUNS={runs}"]
+    r = subprocess.run(make, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_dir = next(p for p in (runs / "front").iterdir() if (p / "DONE").is_file())
+    assert (run_dir / "metrics.json").is_file() and (runs / "front" / "report").is_dir(), r.stdout[-3000:]
+    assert "1 completed" in r.stdout, r.stdout[-3000:]
+    r = subprocess.run([*make, "NO_WAIT=1", "SET=optim.max_steps=3"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "launcher", "cancel", str(sweep), "--runs-root", str(runs), "--set",
+                        "optim.max_steps=3"], cwd=REPO, capture_output=True, timeout=300)
