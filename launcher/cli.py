@@ -295,6 +295,7 @@ def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
             jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
             if jobs and backend:
                 get_backend(backend).cancel(jobs)
+                manifest.mark_cancelled(run.run_id, jobs)
         print(f"{sweep.name}: cancel sent")
         return 0
     finally:

@@ -190,7 +190,10 @@ def render_summary(sweep: Sweep, manifest: Manifest, states: list[RunState]) -> 
             etas.append(eta)
         step = f"{p.step}/{p.total_steps}" if p.total_steps else (str(p.step) if p.step else "")
         varied = ", ".join(f"{k}={v}" for k, v in run.varied.items())
-        table.add_row(run.run_id, varied, st.state + (f" (resumed x{p.resumed})" if p.resumed else ""), step,
+        label = st.state + (f" (resumed x{p.resumed})" if p.resumed else "")
+        if st.state == "unknown" and st.detail:  # e.g. "unknown (controller unreachable)": not ended, not lost
+            label += f" ({st.detail.split(':')[0]})"
+        table.add_row(run.run_id, varied, label, step,
                       f"{p.loss:.4f}" if p.loss is not None else "",
                       f"{p.tokens_per_s:,.0f}" if p.tokens_per_s is not None else "",
                       fmt_duration(eta) if running else ("done" if st.state == "completed" else ""))
@@ -336,13 +339,14 @@ class Target:
         return self.manifest.run_dir(self.run)
 
 
-def _job_state(backend: str, job: Job) -> JobState:
+def _job_state(backend: str, job: Job) -> JobState | None:
+    """The job's state; None when the backend cannot be asked now (e.g. slurmctld down)."""
     from launcher import cli
 
     try:
         return cli.get_backend(backend).status([job]).get(job.job_id, "unknown")
     except (OSError, ConfigError):
-        return "unknown"
+        return None
 
 
 def _run_finished(run_dir: Path) -> bool:
@@ -452,10 +456,21 @@ def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
             seen_start[0] = True
 
     unknown_since: list[float] = []
+    unreachable = [False]
 
     def alive() -> bool:
         state = _job_state("slurm", job)
-        if state == "unknown" and not _run_finished(t.run_dir):  # squeue did not answer: allow it a minute
+        if state is None and (t.run_dir / "DONE").is_file():
+            return False
+        if state is None:  # the controller does not answer: the job may well run on; follow until it answers
+            if not unreachable[0]:
+                out.line("# slurm does not answer (controller unreachable); still following")
+            unreachable[0] = True
+            return True
+        if unreachable[0]:
+            out.line(f"# slurm answers again: job {job.job_id} is {state}")
+            unreachable[0] = False
+        if state == "unknown" and not _run_finished(t.run_dir):  # not known (yet or any more): allow it a minute
             unknown_since[:] = unknown_since or [time.monotonic()]
             return time.monotonic() - unknown_since[0] < 60
         unknown_since.clear()

@@ -83,6 +83,16 @@ class Manifest:
         entry.setdefault("jobs", []).append(job.job_id)
         self.save()
 
+    def mark_cancelled(self, run_id: str, jobs: Sequence[Job]) -> None:
+        """Jobs the launcher cancelled. SLURM keeps no record of an array task cancelled before it started (it
+        leaves the pending array without a trace), so only this tells such a run from a lost one."""
+        entry = self.data["runs"].get(run_id)
+        if entry is None:
+            return
+        done = entry.setdefault("cancelled", [])
+        done += [j.job_id for j in jobs if j.job_id not in done]
+        self.save()
+
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.path, self.data)
@@ -112,12 +122,22 @@ class Manifest:
         if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
             return RunState(run.run_id, "completed", "results not pulled yet")
         if job_state == "cancelled":  # scancel: the trainer saved and wrote "preempted", but a person cancelled it
-            return RunState(run.run_id, "cancelled", f"step {_last_step(run_dir)}" if _last_step(run_dir) else "")
-        if status.get("state") in ("failed", "preempted"):
-            return RunState(run.run_id, status["state"], status.get("error", "")[:200])
+            return _cancelled(run.run_id, run_dir, status)
+        if status.get("state") == "failed":
+            return RunState(run.run_id, "failed", status.get("error", "")[:200])
+        if job_state in (None, "unknown") and self._cancelled_here(run.run_id):  # the backend forgot it; we did not
+            return _cancelled(run.run_id, run_dir, status)
+        if status.get("state") == "preempted":
+            return RunState(run.run_id, "preempted", status.get("error", "")[:200])
         if job_state in ("failed", "cancelled", "preempted"):
             return RunState(run.run_id, job_state)
         return RunState(run.run_id, "missing", "the backend has no live job and the run did not finish")
+
+    def _cancelled_here(self, run_id: str) -> bool:
+        """The run's newest job is one `launcher cancel` cancelled."""
+        entry = self.data["runs"].get(run_id, {})
+        jobs = entry.get("jobs", [])
+        return bool(jobs) and jobs[-1] in entry.get("cancelled", [])
 
     def to_submit(self, states: Sequence[RunState]) -> list[str]:
         return [s.run_id for s in states if s.state in ("new", "failed", "preempted", "cancelled", "missing")]
@@ -139,9 +159,16 @@ def _read(path: Path) -> dict[str, Any]:
     for run_id, entry in runs.items():
         if not (isinstance(entry, dict) and isinstance(entry.get("jobs", []), list)
                 and all(isinstance(j, str) for j in entry.get("jobs", []))
+                and isinstance(entry.get("cancelled", []), list)
                 and isinstance(entry.get("backend", ""), str)):
-            raise ConfigError(f"{path}: runs.{run_id}: expected {{backend: str, jobs: [str, ...]}}", hint=hint)
+            raise ConfigError(f"{path}: runs.{run_id}: expected {{backend: str, jobs: [str, ...], cancelled: [str, ...]}}",
+                              hint=hint)
     return data
+
+
+def _cancelled(run_id: str, run_dir: Path, status: dict[str, Any]) -> RunState:
+    step = _last_step(run_dir)
+    return RunState(run_id, "cancelled", f"step {step}" if step else ("" if status else "cancelled before it started"))
 
 
 def _last_step(run_dir: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     A failure (exception, Ctrl-C) removes the temp file, so no half-written output is ever left behind.
     """
     target = Path(path)
+    if target.is_dir():  # named here, not as the temp file the rename would fail on
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give the path of a file to write", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared like any file
@@ -65,6 +68,8 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
     import shutil
 
     target = Path(path)
+    if target.exists() and not target.is_dir():  # a file is never replaced by a folder
+        raise NotADirectoryError(errno.ENOTDIR, "is a file; give the path of a folder to write", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())

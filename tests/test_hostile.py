@@ -618,10 +618,293 @@ def test_labels_tell_what_happened(tmp_path: Path) -> None:
 
 
 def test_a_slurm_time_limit_shorter_than_its_warning_is_refused(tmp_path: Path) -> None:
+    """Checked against the delay the job is rendered with (--signal=USR2@signal_delay_s), default or set."""
     sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: x\n" + BASE + "resources: {time: '00:01:00'}\n")
-    for command in ("plan", "submit"):  # refused when planning already
-        extra = ["--render"] if command == "plan" else []
-        r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
-        one_line_error(r, "resources.time 00:01:00", "90 s before", "at least 150 s")
+    cases = [("resources: {time: '00:01:00'}\n", ["resources.time 00:01:00", "120 s before", "at least 180 s"]),
+             ("resources: {time: '00:02:30'}\n", ["resources.time 00:02:30", "120 s before", "at least 180 s"]),
+             ("resources: {time: '00:05:00'}\nbackend: {slurm: {signal_delay_s: 300}}\n",
+              ["resources.time 00:05:00", "300 s before", "signal_delay_s", "at least 360 s"])]
+    for text, needles in cases:
+        sweep.write_text("name: x\n" + BASE + text)
+        for command in ("plan", "submit"):  # refused when planning already
+            extra = ["--render"] if command == "plan" else []
+            r = cli("launcher", command, str(sweep), "--backend", "slurm", *extra, "--runs-root", str(tmp_path / "r"))
+            one_line_error(r, *needles)
+    sweep.write_text("name: x\n" + BASE + "resources: {time: '00:03:00'}\n")
+    r = cli("launcher", "plan", str(sweep), "--backend", "slurm", "--render", "--runs-root", str(tmp_path / "r"))
+    assert r.returncode == 0 and "--signal=USR2@120" in r.stdout and "--time=3" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_cancelled_before_it_started_is_cancelled_not_missing(tmp_path: Path) -> None:
+    """SLURM keeps no record of an array task cancelled while pending; the manifest remembers what `launcher
+    cancel` cancelled, so such a run is 'cancelled' (and submitted again), never 'missing'. What the run
+    directory knows still counts: a run that failed before the cancel stays failed; a newer job is not cancelled."""
+    from launcher.backends.base import Job
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: cx\n" + BASE + "grid:\n  seed: [1, 2]\n")
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    a, b = sweep.runs
+    for run, job in ((a, "7_0"), (b, "7_1")):
+        manifest.record(run, "slurm", Job(run.run_id, job))
+    assert manifest.state(a, "unknown").state == "missing"  # lost: nobody said it was cancelled
+    manifest.mark_cancelled(a.run_id, manifest.jobs(a.run_id))
+    manifest.mark_cancelled(b.run_id, manifest.jobs(b.run_id))
+    again = Manifest(tmp_path / "runs", sweep)  # kept in manifest.json
+    assert [(s.state, s.detail) for s in (again.state(a, "unknown"), again.state(b, None))] == [
+        ("cancelled", "cancelled before it started")] * 2
+    assert again.to_submit([again.state(a, "unknown")]) == [a.run_id]
+    rd = RunDir(again.run_dir(b))
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.set_status("running", attempt=1)
+    rd.set_status("preempted", step=3, signal=15)  # the trainer saved on the cancel's SIGTERM
+    assert again.state(b, "unknown").state == "cancelled"
+    rd.set_status("failed", error="boom")  # it had failed on its own
+    assert again.state(b, "unknown").state == "failed"
+    again.record(b, "slurm", Job(b.run_id, "9_1"))  # submitted again: the new job was not cancelled
+    assert again.state(b, "unknown").state == "failed" and again.state(b, "pending").state == "pending"
+
+
+def test_scancel_that_does_not_reach_the_controller_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """`launcher cancel` during a slurmctld outage: one line and exit 2, never "cancel sent"; nothing recorded as
+    cancelled. A job that has ended already is no error."""
+    from launcher.backends.base import Job
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scancel").write_text(
+        "#!/bin/sh\ncase \"$1\" in\n  old) echo 'scancel: error: Kill job error on job id old: Invalid job id "
+        "specified' >&2; exit 1;;\n  *) echo \"scancel: error: Kill job error on job id $1: Unable to contact slurm "
+        "controller (connect failure)\" >&2; exit 8;;\nesac\n")
+    (bin_ / "scancel").chmod(0o755)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: cd\n" + BASE)
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    manifest.record(sweep.runs[0], "slurm", Job(sweep.runs[0].run_id, "4242_0"))
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}"}
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", str(tmp_path / "runs"), env=env, timeout=120)
+    one_line_error(r, "scancel", "Unable to contact slurm controller")
+    assert "cancel sent" not in r.stdout
+    assert "cancelled" not in orjson.loads(manifest.path.read_bytes())["runs"][sweep.runs[0].run_id]
+    manifest.data["runs"][sweep.runs[0].run_id]["jobs"] = ["old"]
+    manifest.save()
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", str(tmp_path / "runs"), env=env, timeout=120)
+    assert r.returncode == 0 and "cancel sent" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
+    """On the real cluster: slurmctld stopped by PID while one run trains and one waits, and both `logs -f` (the
+    live summary) and `logs RUN -f` follow. Neither ends during the outage; the summary shows the waiting run as
+    "unknown (controller unreachable)". Once slurmctld is back and the sweep is cancelled, both end (exit 0) with
+    both runs cancelled -- the one that never started too -- and one job per run."""
+    import signal
+    import time
+
+    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    _prebuild_tiny_model()
+    conf = Path(os.environ["SLURM_CONF"])
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: lgout\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
+                     "set: {optim.max_steps: 2000, data.max_instances_per_task: 8, data.max_instances_per_eval_task: 2,"
+                     " logging.progress: false, checkpoint.every_steps: 1000}\nseeds: [1, 2]\n"
+                     "resources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
+                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
+    runs = tmp_path / "runs"
+    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def follow(name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        out = tmp_path / f"{name}.out"
+        term = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm"}  # the summary redrawn into a file
+        with open(out, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", str(sweep), *args, "-f", "--interval",
+                                     "1", "--runs-root", str(runs)], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **env, **term})
+        return proc, out
+
+    def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.time() + timeout
+        while not cond():
+            assert time.time() < deadline, what
+            time.sleep(1)
+
+    def held() -> list[Path]:
+        return [p for p in (runs / "lgout").glob("??????????") if p.is_dir() and RunDir(p).holder()]
+
+    summary, summary_out = follow("summary")
+    procs = [summary]
+    restarted = False
+    pidfile = conf.parent / "pids" / "slurmctld.pid"
+    try:
+        wait_until(lambda: held(), 300, "a run training")
+        (training,) = held()
+        one, one_out = follow("one", training.name)
+        procs.append(one)
+        wait_until(lambda: b"pending" in summary_out.read_bytes(), 60, "the summary showing the waiting run")
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        wait_until(lambda: b"unknown (controller unreachable)" in summary_out.read_bytes(), 400,
+                   "the summary saying the controller is unreachable")
+        wait_until(lambda: b"slurm does not answer (controller unreachable); still following" in one_out.read_bytes(),
+                   400, "the run's follower saying the controller is unreachable")
+        assert summary.poll() is None and one.poll() is None, (summary_out.read_text(), one_out.read_text())
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True)
+        restarted = True
+        wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+        wait_until(lambda: b"slurm answers again" in one_out.read_bytes(), 300, "the follower seeing the job again")
+        r = cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for proc in procs:
+            assert proc.wait(timeout=300) == 0
+    finally:
+        if not restarted:
+            subprocess.run(["slurmctld", "-f", str(conf)], check=False)
+            wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
+    last = summary_out.read_text(errors="replace").rsplit("lgout: 2 runs", 1)[-1]
+    assert "— 2 cancelled" in last, last
+    r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env=env)
+    assert r.stdout.count("cancelled") >= 2 and "cancelled before it started" in r.stdout, r.stdout
+    assert "missing" not in r.stdout and "unknown" not in r.stdout, r.stdout
+    manifest = orjson.loads((runs / "lgout" / "manifest.json").read_bytes())
+    assert [len(e["jobs"]) for e in manifest["runs"].values()] == [1, 1]
+
+
+def test_every_job_of_a_run_is_kept_and_cancelled(tmp_path: Path) -> None:
+    """A run submitted twice (the first job lost from view, then found running again): the manifest keeps both job
+    ids, the run counts as running while any of its jobs runs (not submitted a third time), and cancel reaches both."""
+    from launcher.backends.base import Job
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "squeue").write_text("#!/bin/sh\necho '5_0 RUNNING'\n")  # the older job runs; 6_0 is not known
+    (bin_ / "sacct").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancelled'}\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: two\n" + BASE)
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    run = sweep.runs[0]
+    for job in ("5_0", "6_0"):
+        manifest.record(run, "slurm", Job(run.run_id, job))
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}", "COLUMNS": "200"}
+    runs = str(tmp_path / "runs")
+    r = cli("launcher", "status", str(sweep_file), "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and "running" in r.stdout, r.stdout + r.stderr
+    r = cli("launcher", "submit", str(sweep_file), "--backend", "slurm", "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and "0 to submit, 1 skipped (running)" in r.stdout, r.stdout + r.stderr
+    r = cli("launcher", "cancel", str(sweep_file), "--runs-root", runs, env=env, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "scancelled").read_text().split() == ["5_0", "6_0"]
+    assert orjson.loads(manifest.path.read_bytes())["runs"][run.run_id]["jobs"] == ["5_0", "6_0"]
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_the_model_loads_is_kept_not_fatal(tmp_path: Path, tiny_model: Path,
+                                                               embedded: Path) -> None:
+    """SLURM's USR2 (or a SIGTERM) arriving while the trainer is still loading: the handlers are installed before
+    anything slow, so the trainer does not die of the signal's default action; it stops at its first step with a
+    checkpoint, says preempted and exits 75 (requeued and resumed)."""
+    from tests.test_trainer import small_run, write_config
+
+    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
+    code = ("import os, signal, sys\nimport trainer.run as R\nreal = R.resolve_model_path\n"
+            "def loading(*a, **k):\n    os.kill(os.getpid(), signal.SIGUSR2)  # the notice comes while loading\n"
+            "    return real(*a, **k)\nR.resolve_model_path = loading\n"
+            "sys.exit(R.main_run(sys.argv[1], [], False, False))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 75, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    status = orjson.loads((tmp_path / "run" / "status.json").read_bytes())
+    assert status["state"] == "preempted" and status["step"] == 1 and status["signal"] == 12
+    assert RunDir(tmp_path / "run").latest_checkpoint() is not None
+
+
+@pytest.mark.slow
+def test_enospc_while_checkpointing_ends_failed_in_one_line(full_disk: Path, tiny_model: Path, embedded: Path) -> None:
+    """The real trainer, its run directory on a 64 KiB tmpfs: the first checkpoint fills the disk. One line, exit 2,
+    status.json says failed (never 'running'), and no checkpoint counts as complete."""
+    from tests.test_trainer import small_run, write_config
+
+    cfg = small_run(full_disk, tiny_model, embedded, **{"checkpoint.every_steps": 2, "optim.max_steps": 4,
+                                                        "checkpoint.save_final_model": False})
+    config = write_config(full_disk.parent / "r.yaml", **cfg)
+    r = cli("trainer", "run", "--config", str(config))
+    one_line_error(r, "No space left on device")
+    run = RunDir(full_disk / "run")
+    status = run.status()
+    assert status["state"] == "failed" and "No space left on device" in status["error"], status
+    assert run.latest_checkpoint() is None
+
+
+@pytest.mark.slow
+def test_out_of_the_wrong_kind_is_one_line_for_every_command(tmp_path: Path, embedded: Path) -> None:
+    """Every command that writes --out: a file output given a directory, a folder output given a file. One line
+    naming --out, exit 2, and what was there is left as it was (no file replaced by a folder, no temp left)."""
+    preds = tmp_path / "preds.jsonl"
+    assert cli("evaluation", "baseline", "copy_demo", "--data", str(embedded), "--out", str(preds)).returncode == 0
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name_or_path": "baseline:copy_demo"}, "do_train": False,
+                                   "data": {"root": str(embedded)}, "output_dir": str(tmp_path / "runs" / "r")}))
+    assert cli("trainer", "run", "--config", str(cfg)).returncode == 0
+    out = tmp_path / "out"
+    a_dir, a_file = out / "a-dir", out / "a-file"
+    a_dir.mkdir(parents=True)
+    (a_dir / "keep.txt").write_text("mine")
+    a_file.write_text("mine")
+    run = str(tmp_path / "runs" / "r")
+    cases = [
+        (["trainer", "encode", "--data", str(embedded), "--encoding", "instruct_input"], a_dir, "is a directory"),
+        (["evaluation", "score", str(preds), "--data", str(embedded)], a_dir, "is a directory"),
+        (["evaluation", "baseline", "copy_demo", "--data", str(embedded)], a_dir, "is a directory"),
+        (["evaluation", "compare", run, run], a_dir, "is a directory"),
+        (["evaluation", "report", str(tmp_path / "runs")], a_file, "exists"),
+        (["trainer", "export", run, "--force"], a_file, "is a file"),
+        (["trainer", "tiny-model", "--data", str(embedded), "--vocab-size", "300", "--d-model", "16"], a_file,
+         "is a file"),
+        (["trainer", "make-data"], a_file, "already exists"),
+    ]
+    for (module, *args), target, needle in cases:
+        r = cli(module, *args, "--out", str(target), timeout=300)
+        one_line_error(r, str(target), needle)
+        assert sorted(p.name for p in out.iterdir()) == ["a-dir", "a-file"], (args, list(out.iterdir()))
+        assert a_file.read_text() == "mine" and [p.name for p in a_dir.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_a_local_submit_whose_runs_all_fail_exits_1(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
+    """`launcher submit` (so `make sweep`) does not exit 0 when no run completed; it names the runs. (The weights
+    are damaged: the tokenizer, all that submit reads itself, is fine; every run fails loading the model.)"""
+    import shutil
+
+    model = tmp_path / "damaged"
+    shutil.copytree(tiny_model, model)
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: allfail\nbase:\n  model: {{name_or_path: {model}}}\n"
+                     f"  data: {{root: {embedded}, max_instances_per_task: 4}}\ngrid:\n  seed: [1, 2]\n")
+    r = cli("launcher", "submit", str(sweep), "--runs-root", str(tmp_path / "runs"), env={"COLUMNS": "200"})
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "allfail: 2 run(s) did not complete" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = cli("launcher", "status", str(sweep), "--runs-root", str(tmp_path / "runs"), "--strict", env={"COLUMNS": "200"})
+    assert r.returncode == 1 and r.stdout.count("failed") == 2, r.stdout

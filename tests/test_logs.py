@@ -351,3 +351,62 @@ def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.Monke
     assert "1 job(s); showing the newest" in buf.getvalue() and "scripted log line" in buf.getvalue()
     assert stuck.cancelled == [] and fake.cancelled == []
     assert cli.main(["logs", str(p), plain, "--runs-root", str(runs)]) == 0
+
+
+# --- a controller outage (issue 14) ----------------------------------------------------------------------------
+
+
+def test_summary_goes_on_through_an_outage_and_says_so(tmp_path: Path) -> None:
+    """'unknown' (the controller did not answer) is not an end: the live summary keeps refreshing, shows
+    "unknown (controller unreachable)", and ends once the runs have ended."""
+    from rich.console import Console
+
+    sweep, manifest = hand_made_sweep(tmp_path)
+    down = "controller unreachable: slurm could not be asked"
+    script = iter([[("running", ""), ("pending", "")], [("running", ""), ("unknown", down)],
+                   [("unknown", down), ("unknown", down)], [("running", ""), ("running", "")],
+                   [("completed", ""), ("cancelled", "")]])
+    calls: list[int] = []
+
+    def states() -> list[RunState]:
+        calls.append(1)
+        return [RunState(r.run_id, s, d) for r, (s, d) in zip(sweep.runs, next(script), strict=True)]
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=160, color_system=None)
+    assert L.summary(sweep, manifest, follow=True, interval=0.01, states_fn=states, console=console) == 0
+    assert len(calls) == 5  # through both refreshes of the outage, to the end
+    text = buf.getvalue()
+    assert "unknown (controller unreachable)" in text and "hm: 2 runs — 2 unknown" in text
+    assert "1 cancelled, 1 completed" in text
+
+
+def test_following_a_slurm_run_goes_on_while_the_controller_does_not_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outage of any length is not the end of a job (unlike a job SLURM no longer knows, given a minute)."""
+    p, sweep, manifest, out_f, err_f = slurm_run(tmp_path)
+    o1, e1 = attempt_text(1)
+    out_f.write_text(o1)
+    err_f.write_text(e1)
+    answers = iter([None] * 6 + ["running", "completed"])
+    calls: list[object] = []
+
+    def job_state(backend: str, job: Job) -> object:
+        calls.append(job)
+        return next(answers)
+
+    clock = [0.0]
+
+    def monotonic() -> float:  # every look is ten minutes later
+        clock[0] += 600.0
+        return clock[0]
+
+    monkeypatch.setattr(L, "_job_state", job_state)
+    monkeypatch.setattr(L.time, "monotonic", monotonic)
+    monkeypatch.setattr(L.time, "sleep", lambda s: None)
+    buf = io.StringIO()
+    assert L.logs(sweep, tmp_path / "runs", sweep.runs[0].run_id, follow=True, tail=0, interval=0.01, out=buf) == 0
+    text = buf.getvalue()
+    assert len(calls) == 8  # asked until the job had ended
+    assert text.count("# slurm does not answer (controller unreachable); still following") == 1
+    assert "# slurm answers again: job 4242_0 is running" in text

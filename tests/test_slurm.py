@@ -825,6 +825,55 @@ def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(
 
 @slurm
 @pytest.mark.slow
+def test_cluster_array_cancelled_before_it_started_is_cancelled(tmp_path: Path, cluster: None) -> None:
+    """An array whose tasks cannot start yet (--begin an hour on), cancelled: SLURM drops pending tasks cancelled
+    one by one without a record, yet `status` says cancelled -- never missing -- and a new submit starts each run
+    once more."""
+    sweep = tmp_path / "never.yaml"
+    sweep.write_text(f"name: never\nbase: {TINY}\nseeds: [1, 2, 3]\n"
+                     "resources: {cpus: 1, memory: 1G, time: '00:15:00'}\n"
+                     "backend: {slurm: {additional_parameters: {begin: now+3600}}}\n")
+    runs = tmp_path / "runs"
+
+    def launcher(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "launcher", *args, str(sweep), "--runs-root", str(runs)],
+                              cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    try:
+        r = launcher("submit", "--backend", "slurm")
+        assert r.returncode == 0 and "3 to submit" in r.stdout, r.stdout + r.stderr
+        assert launcher("status").stdout.count("pending") == 3
+        jobs = [j for e in json.loads((runs / "never" / "manifest.json").read_text())["runs"].values() for j in e["jobs"]]
+        r = launcher("cancel")
+        assert r.returncode == 0 and "cancel sent" in r.stdout, r.stdout + r.stderr
+        squeue = subprocess.run(["squeue", "--states=all", "-h", "-r", "-o", "%i %T", "-j", ",".join(jobs)],
+                                capture_output=True, text=True).stdout
+        assert not any(j in squeue.split() for j in jobs), squeue  # the tasks left no record
+        r = launcher("status")
+        assert r.stdout.count("cancelled before it started") == 3 and "missing" not in r.stdout, r.stdout
+        r = launcher("submit", "--backend", "slurm")
+        assert r.returncode == 0 and "3 to submit, 0 skipped" in r.stdout, r.stdout + r.stderr
+        assert launcher("status").stdout.count("pending") == 3
+    finally:
+        launcher("cancel")
+
+
+@slurm
+def test_cluster_sbatch_refusal_is_one_line_and_records_nothing(tmp_path: Path, cluster: None) -> None:
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text(f"name: bad\nbase: {TINY}\nresources: {{cpus: 1, memory: 1G, time: '00:15:00'}}\n"
+                     "backend: {slurm: {partition: nosuch}}\n")
+    r = subprocess.run([sys.executable, "-m", "launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root",
+                        str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "sbatch:" in errors[0] and "invalid partition" in errors[0].lower(), r.stderr
+    manifest = tmp_path / "runs" / "bad" / "manifest.json"
+    assert not manifest.exists() or json.loads(manifest.read_text())["runs"] == {}
+
+
+@slurm
+@pytest.mark.slow
 def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_cluster: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """pyxis (stood in for, FAKE_PYXIS) with nodes: 2, gpus: 1: each node's host-side wrapper starts the trainer's
@@ -849,3 +898,27 @@ def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_clus
     assert [s.split(":")[0] for s in starts] == ["container step on n1", "container step on n2"], starts
     assert all("scontrol=absent" in s for s in starts)
     _assert_one_complete_run(spec.run_dir, 2, logs)
+
+
+@slurm
+@pytest.mark.slow
+def test_cluster_make_sweep_waits_then_pulls_and_reports(tmp_path: Path, cluster: None) -> None:
+    """The front door on SLURM: `make sweep` returns when the sweep has ended, then pulls and reports (exit 0);
+    NO_WAIT=1 returns at once with the next command."""
+    _prebuild_tiny_model()
+    sweep = tmp_path / "front.yaml"
+    sweep.write_text(f"name: front\nbase: {TINY}\n" + TINY_RUN + "  optim.max_steps: 2\nseeds: [1]\n")
+    runs = tmp_path / "runs"
+    make = ["make", "-C", str(REPO), "sweep", f"SWEEP={sweep}", "BACKEND=slurm", f"RUNS={runs}"]
+    r = subprocess.run(make, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_dir = next(p for p in (runs / "front").iterdir() if (p / "DONE").is_file())
+    assert (run_dir / "metrics.json").is_file() and (runs / "front" / "report").is_dir(), r.stdout[-3000:]
+    assert "1 completed" in r.stdout, r.stdout[-3000:]
+    r = subprocess.run([*make, "NO_WAIT=1", "SET=optim.max_steps=3"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "launcher", "cancel", str(sweep), "--runs-root", str(runs), "--set",
+                        "optim.max_steps=3"], cwd=REPO, capture_output=True, timeout=300)

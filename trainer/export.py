@@ -183,6 +183,8 @@ def export(run_dir: Path, out: Path, force: bool = False, repo: str | None = Non
     run, cfg = check_run(run_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ConfigError(f"{out}: exists and is not empty", hint="Use --force to replace it, or another --out.")
+    if out.exists() and not out.is_dir():  # --force replaces a folder, never a file
+        raise ConfigError(f"{out}: is a file; give the path of a folder to write", hint="Choose another --out.")
     if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
         raise ConfigError(f"{out}: must not be inside the run directory {run.path}")
     model, tokenizer, source = load_for_export(run, cfg)

@@ -147,15 +147,26 @@ def score(split: Any, preds: list[str], track: str) -> dict[str, Any]:
 
 def execute(cfg: RunConfig, force: bool = False) -> int:
     """Run `cfg`; returns the process exit code (0 done or skipped, 75 preempted, raises on failure)."""
-    from accelerate import Accelerator
-
-    from trainer.hf import load_tokenizer
-
     run = RunDir.of(cfg, cfg.output_dir or default_output_dir(cfg))
     cfg = cfg.model_copy(update={"output_dir": str(run.path)})
     root = cfg.data.root or str(_embedded_data())
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
+    # Before anything slow (the model, torch, the process group): a SIGTERM or USR2 while loading is kept and
+    # honoured at the first step (checkpoint, exit 75) instead of killing the process by its default action.
+    stop = StopFlag()
+    stop.install()
+    try:
+        return _execute(cfg, run, root, force, stop)
+    finally:
+        stop.restore()
+
+
+def _execute(cfg: RunConfig, run: RunDir, root: str, force: bool, stop: StopFlag) -> int:
+    from accelerate import Accelerator
+
+    from trainer.hf import load_tokenizer
+
     try:  # optim.effective_batch_size without a planned world size: the accumulation follows the ranks started
         cfg = cfg.for_world_size(cfg.world_size or int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError as e:
@@ -196,8 +207,6 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
 
     if trackers:
         accelerator.init_trackers(cfg.name, config=flat_hparams(cfg))
-    stop = StopFlag()
-    stop.install()
     t0 = time.time()
     if main:
         run.set_status("running", attempt=run.status().get("attempt", 0) + 1,
@@ -313,7 +322,6 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
             run.set_status("failed", error=text, wall_seconds=round(time.time() - t0, 1))
         raise
     finally:
-        stop.restore()
         accelerator.end_training()
 
 

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -159,7 +160,13 @@ def train(
         if (target / "COMPLETE").is_file():
             return
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(target))
+        try:
+            accelerator.save_state(str(target))
+        except Exception as e:
+            err = _save_failed(e, target)
+            if err is e:
+                raise
+            raise err from e
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             run.complete_checkpoint(target, {"step": step, "total_steps": total_steps, **batch_fields(cfg, world)})
@@ -236,6 +243,18 @@ def train(
     progress.close()
     save_checkpoint()  # the end state too, so a run preempted while predicting does not train again
     return TrainResult(step, preempted=False, model=model)
+
+
+def _save_failed(e: Exception, target: Path) -> Exception:
+    """A checkpoint that could not be written: its half is removed (on a full disk that frees the room to record
+    the end state), and a full disk is an OSError(ENOSPC) whatever raised it (safetensors raises its own error)."""
+    import errno
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    if isinstance(e, OSError) or "No space left on device" not in str(e) and "os error 28" not in str(e):
+        return e
+    return OSError(errno.ENOSPC, f"No space left on device while saving checkpoint {target.name}", str(target.parent))
 
 
 def agree(accelerator: Any, flag: bool) -> bool:

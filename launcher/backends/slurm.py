@@ -246,9 +246,6 @@ def pyxis_flags(image: str, mounts: Sequence[str]) -> list[str]:
     return [f"--container-image={image}", f"--container-mounts={','.join(mounts)}", f"--container-workdir={REPO}"]
 
 
-SIGNAL_DELAY_S = 90  # submitit's default --signal=USR2@90: the notice before the time limit
-
-
 class SubmitFailed(ConfigError):
     """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
 
@@ -391,14 +388,16 @@ class SlurmBackend:
                 raise ConfigError(f"{sweep.path}: backend.slurm.container.mounts: '{m}' has a comma, which {c.kind} "
                                   "reads as the end of a mount (a:a,b:b is two of them)",
                                   hint="Mount a directory whose path has no comma (a symlink to it will do).")
+        delay = sweep.spec.backend.slurm.signal_delay_s  # what --signal=USR2@N is rendered with
         for run in sweep.runs:
             memory_gb(run.resources.memory)
             time_minutes(run.resources.time)
-            if run.resources.time_seconds < SIGNAL_DELAY_S + 60:
+            if run.resources.time_seconds < delay + 60:
                 raise ConfigError(
-                    f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {SIGNAL_DELAY_S} s before "
-                    "its time limit (USR2: checkpoint and requeue), so a limit this short warns it at once",
-                    hint=f"Give at least {SIGNAL_DELAY_S + 60} s, e.g. time: \"00:15:00\".")
+                    f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {delay} s before its time "
+                    "limit (backend.slurm.signal_delay_s; USR2: checkpoint and requeue), so a limit this short warns "
+                    "it at once", hint=f"Give at least {delay + 60} s, e.g. time: \"00:15:00\", or a shorter "
+                    "signal_delay_s.")
 
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
         """sbatch-<i>.sh: the exact scripts submit() hands to sbatch (with the cluster's default MaxArraySize)."""
@@ -441,8 +440,18 @@ class SlurmBackend:
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         ids = list(dict.fromkeys(j.job_id for j in jobs))
-        if ids:
-            subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120, check=False)
+        if not ids:
+            return
+        try:
+            p = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ConfigError(f"scancel: {e}",
+                              hint="Nothing was cancelled; check the cluster (sinfo) and cancel again.") from None
+        errors = [line for line in p.stderr.splitlines() if "error" in line and "Invalid job id" not in line
+                  and "already completing or completed" not in line]
+        if p.returncode != 0 and errors:  # slurmctld down: saying "cancel sent" would be a lie
+            raise ConfigError(f"scancel: {errors[-1].removeprefix('scancel: ').strip()}",
+                              hint="The jobs may still run; check the cluster (sinfo) and cancel again.")
 
 
 def _run(argv: list[str]) -> str | None:
