@@ -28,8 +28,10 @@ from typing import IO, Any
 
 import orjson
 
+from launcher import backends
 from launcher.backends.base import Job, JobState
 from launcher.manifest import Manifest, RunState
+from launcher.states import sweep_states
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 
@@ -162,12 +164,6 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 # --- the summary ---------------------------------------------------------------------------------------------
-
-
-def sweep_states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
-    from launcher import cli
-
-    return cli._states(sweep, manifest)
 
 
 def render_summary(sweep: Sweep, manifest: Manifest, states: list[RunState]) -> Any:
@@ -337,10 +333,8 @@ class Target:
 
 
 def _job_state(backend: str, job: Job) -> JobState:
-    from launcher import cli
-
     try:
-        return cli.get_backend(backend).status([job]).get(job.job_id, "unknown")
+        return backends.get_backend(backend).status([job]).get(job.job_id, "unknown")
     except (OSError, ConfigError):
         return "unknown"
 
@@ -520,9 +514,7 @@ def beaker_logs(t: Target, follow: bool, tail: int | None, out: Out, client: Any
 
 
 def _beaker_backend() -> Any:
-    from launcher import cli
-
-    return cli.get_backend("beaker")
+    return backends.get_backend("beaker")
 
 
 def _attempt_ids(jobs: list[Any]) -> list[str]:

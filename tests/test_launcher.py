@@ -174,7 +174,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the in-process Beaker fake (no server exists here): the second experiment.create fails, the
     manifest keeps the first; the next submit adds only the other two; pull + report read the results."""
-    from launcher import cli
+    from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
     from launcher.backends.beaker_fake import FakeBeakerClient
 
@@ -188,7 +188,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
             return super().create_experiment(spec, name, workspace)
 
     fake = Flaky()
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
     p = write(tmp_path, "name: bk\n" + BASE + "grid:\n  seed: [1, 2, 3]\n"
               "backend:\n  beaker: {workspace: ai2/x, clusters: [ai2/c], image: tk-lab-trainer}\n")
     runs = tmp_path / "runs"

@@ -314,7 +314,7 @@ BEAKER = ("name: bk\nbase: {model: {name_or_path: tiny}}\ngrid: {seed: [1, 2]}\n
 
 
 def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher import cli
+    from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
     from launcher.backends.beaker_fake import FakeBeakerClient
 
@@ -322,7 +322,7 @@ def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.Monke
     sweep = load_sweep(p)
     resumed, plain = (r.run_id for r in sweep.runs)
     fake = FakeBeakerClient({resumed: "preempt-then-succeed", plain: "running"})
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
     runs = tmp_path / "runs"
     assert cli.main(["submit", str(p), "--backend", "beaker", "--runs-root", str(runs)]) == 0
     wid = fake.created[0].workload_id
@@ -345,7 +345,7 @@ def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.Monke
 
     stuck = Interrupted.__new__(Interrupted)
     stuck.__dict__.update(fake.__dict__)
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=stuck))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=stuck))
     buf = io.StringIO()
     assert L.logs(sweep, runs, plain, follow=True, out=buf) == 0
     assert "1 job(s); showing the newest" in buf.getvalue() and "scripted log line" in buf.getvalue()

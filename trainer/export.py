@@ -24,6 +24,7 @@ import yaml
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_dir
 from trainer.config import RunConfig
+from trainer.hf import load_model, resolve_model_path
 from trainer.rundir import RunDir
 
 CARD = "README.md"
@@ -83,14 +84,13 @@ def model_source(run: RunDir, cfg: RunConfig) -> tuple[str, Path | None]:
 
 
 def _base_model_path(cfg: RunConfig) -> str:
-    from trainer.run import _embedded_data, resolve_model_path
+    from ni.synthetic import ensure_default_data
 
-    return resolve_model_path(cfg.model.name_or_path, cfg.data.root or str(_embedded_data()))
+    return resolve_model_path(cfg.model.name_or_path, cfg.data.root or str(ensure_default_data()))
 
 
 def load_for_export(run: RunDir, cfg: RunConfig) -> tuple[Any, Any, str]:
     from trainer.hf import load_tokenizer
-    from trainer.run import load_model
 
     path, checkpoint = model_source(run, cfg)
     model = load_model(path)
