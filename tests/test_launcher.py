@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -111,6 +112,15 @@ def test_exclude_seeds_and_stable_ids(tmp_path: Path) -> None:
     unchanged = [k for k in ids if '"optim.lr": 0.1' in k]
     assert unchanged and all(again[k] == ids[k] for k in unchanged)
     assert len(set(again.values()) - set(ids.values())) == 4  # lr 0.3 x accum 1, 2 (the exclude named 0.2) x 2 seeds
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_run_ids_of_shipped_sweeps_are_the_ones_their_directories_carry(path: Path) -> None:
+    """A run's id names its directory, so taking it from `RunConfig.digest` must not change it: still the first 10
+    hex digits of sha256 over the sorted identity, as sweep.py computed it before."""
+    for run in load_sweep(path).runs:
+        identity = orjson.dumps(run.config.identity(), option=orjson.OPT_SORT_KEYS)
+        assert run.run_id == hashlib.sha256(identity).hexdigest()[:10]
 
 
 def test_shell_metacharacters_stay_one_literal_value(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from submitit.core.utils import DelayedSubmission
 
 from launcher.backends.base import Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
+from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
@@ -41,7 +42,7 @@ def make_sweep(tmp: Path, text: str, name: str = "sweep.yaml") -> Sweep:
 
 
 def specs_for(sweep: Sweep, root: Path) -> list[RunSpec]:
-    return [RunSpec(r, sweep.run_dir(root, r), sweep.run_dir(root, r) / "launch.yaml") for r in sweep.runs]
+    return [Manifest(root, sweep).spec(r) for r in sweep.runs]
 
 
 def write_launch(specs: Sequence[RunSpec]) -> None:

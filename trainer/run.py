@@ -18,10 +18,9 @@ from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
 from trainer.hf import load_model, load_model_config, resolve_model_path
-from trainer.rundir import PARTIAL_PREDICTIONS, RunDir, partial_identity
+from trainer.rundir import EXIT_PREEMPTED, PARTIAL_PREDICTIONS, RunDir, partial_identity
 from trainer.train import StopFlag, batch_fields, train
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
 
 

@@ -57,10 +57,10 @@ from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
 from ni.errors import ConfigError
+from trainer.rundir import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
-EXIT_PREEMPTED = 75
 
 _STATES: dict[str, JobState] = {
     "PENDING": "pending", "CONFIGURING": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
