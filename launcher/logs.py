@@ -29,9 +29,9 @@ from typing import IO, Any
 import orjson
 
 from launcher import backends
-from launcher.backends.base import Job, JobState
+from launcher.backends.base import BackendUnavailable, Job, JobState
 from launcher.manifest import Manifest, RunState
-from launcher.states import sweep_states
+from launcher.states import NotStartedError, sweep_states
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 
@@ -335,7 +335,7 @@ class Target:
 def _job_state(backend: str, job: Job) -> JobState:
     try:
         return backends.get_backend(backend).status([job]).get(job.job_id, "unknown")
-    except (OSError, ConfigError):
+    except (OSError, ConfigError, BackendUnavailable):
         return "unknown"
 
 
@@ -391,8 +391,8 @@ def local_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
         return job is not None and _job_state("local", job) == "running" and not _run_finished(t.run_dir)
 
     if not log.is_file() and not (follow and alive()):
-        raise ConfigError(f"{log}: no log yet (run {t.run.run_id} was not started here)",
-                          hint=f"Submit it: python -m launcher submit {t.sweep.path}")
+        raise NotStartedError(f"{log}: no log yet (run {t.run.run_id} was not started here)",
+                              hint=f"Submit it: python -m launcher submit {t.sweep.path}")
     ft = FileTail(log)
     for line in _tail(ft.read_all(), tail):
         out.line(line)
@@ -409,7 +409,7 @@ def slurm_log_files(t: Target, job: Job) -> tuple[Path, Path]:
 
 def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float) -> int:
     if not t.jobs:
-        raise ConfigError(f"run {t.run.run_id}: no SLURM job in {t.manifest.path}")
+        raise NotStartedError(f"run {t.run.run_id}: no SLURM job in {t.manifest.path}")
     job = t.jobs[-1]
     out_path, err_path = slurm_log_files(t, job)
     out_tail, err_tail = FileTail(out_path), FileTail(err_path)
@@ -475,7 +475,7 @@ def beaker_logs(t: Target, follow: bool, tail: int | None, out: Out, client: Any
     from launcher.backends.beaker import BeakerBackend, _leader, current_attempt, job_state
 
     if not t.jobs:
-        raise ConfigError(f"run {t.run.run_id}: no Beaker experiment in {t.manifest.path}")
+        raise NotStartedError(f"run {t.run.run_id}: no Beaker experiment in {t.manifest.path}")
     workload_id = t.jobs[-1].job_id
     backend = BeakerBackend(client=client) if client is not None else _beaker_backend()
     shown: set[str] = set()

@@ -7,10 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from launcher import backends
-from launcher.backends.base import Job, JobState
+from launcher.backends.base import BackendUnavailable, Job, JobState
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep
-from ni.errors import ConfigError
+from ni.errors import ConfigError, TkError
+
+
+class NotStartedError(TkError):
+    """A run asked for what only a started run has (its log, its job): it was not submitted or started here."""
 
 
 def job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = None) -> dict[str, JobState]:
@@ -27,7 +31,7 @@ def job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = 
             continue
         try:
             states.update(backends.get_backend(name).status(jobs))
-        except (OSError, ConfigError) as e:  # unknown is not missing: such runs are never submitted again
+        except (OSError, ConfigError, BackendUnavailable) as e:  # unknown is not missing: such runs are never submitted again
             print(f"warning: {name} status unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                   "runs not finished in their run directories are 'unknown'", file=sys.stderr)
             if unreachable is not None:

@@ -198,6 +198,23 @@ def test_push_to_hub_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert calls[1][1]["repo_id"] == "someone/x"
 
 
+def test_a_failed_push_is_its_own_error_in_one_line_without_the_token(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ni.errors import ConfigError
+    from trainer.export import HubPushError, push_to_hub
+
+    class Refusing:
+        def create_repo(self, **kw: Any) -> None:
+            raise PermissionError(f"401 Unauthorized for token {TOKEN}\nmore detail")
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(HubPushError) as e:
+        push_to_hub(tmp_path, "someone/x", api=Refusing())
+    assert not isinstance(e.value, ConfigError)  # the settings were fine: the Hub refused
+    assert str(e.value) == (f"push to the Hub repo 'someone/x' failed: PermissionError: 401 Unauthorized for token *** "
+                            f"The export itself is complete in {tmp_path}.")
+
+
 @pytest.mark.skipif(not (os.environ.get("TK_HUB_TEST_REPO") and os.environ.get("HF_TOKEN")),
                     reason="opt-in: set TK_HUB_TEST_REPO (a scratch repo) and HF_TOKEN to upload for real")
 def test_push_to_hub_for_real(trained: Path, tmp_path: Path) -> None:  # pragma: no cover - needs the Hub

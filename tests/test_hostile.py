@@ -514,16 +514,15 @@ def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Pa
     """squeue fails (slurmctld down): a run SLURM may still hold is 'unknown (controller unreachable)', never
     'missing', so submit starts nothing for it, and the live view keeps waiting (unknown is not terminal)."""
     from launcher import backends
-    from launcher.backends.base import Job
+    from launcher.backends.base import BackendUnavailable, Job
     from launcher.logs import TERMINAL_RUN_STATES
     from launcher.manifest import Manifest
     from launcher.states import sweep_states
     from launcher.sweep import load_sweep
-    from ni.errors import ConfigError
 
     class Down:
         def status(self, jobs: object) -> dict:
-            raise ConfigError("squeue: no answer from SLURM after 3 tries (Unable to contact slurm controller)")
+            raise BackendUnavailable("squeue: no answer from SLURM after 3 tries (Unable to contact slurm controller)")
 
     monkeypatch.setattr(backends, "get_backend", lambda name, **kw: Down())
     sweep_file = tmp_path / "s.yaml"

@@ -306,6 +306,24 @@ def test_slurm_logs_on_a_real_cluster_across_a_requeue(tmp_path: Path) -> None:
     assert "attempt 2 of 2 (requeued 1x)" in r.stdout and "# --- restart 1:" in r.stdout
 
 
+def test_logs_of_a_run_not_started_say_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from launcher import cli
+    from launcher.states import NotStartedError
+    from ni.cli_util import run_cli
+    from ni.errors import ConfigError
+
+    p = sweep_file(tmp_path, "name: idle\nbase: {model: {name_or_path: tiny}}\n")
+    run = load_sweep(p).runs[0]
+    runs = tmp_path / "runs"
+    with pytest.raises(NotStartedError, match=rf"{run.run_id}/launcher.log: no log yet \(run {run.run_id} was not started "
+                       r"here\) Submit it: python -m launcher submit ") as e:
+        L.logs(load_sweep(p), runs, run.run_id)
+    assert not isinstance(e.value, ConfigError)  # nothing is wrong with the sweep: the run has not started
+    capsys.readouterr()
+    assert run_cli(cli.main, ["logs", str(p), run.run_id, "--runs-root", str(runs)]) == 2
+    assert capsys.readouterr().err == f"error: {e.value}\n"  # the command's one line, as before
+
+
 # --- Beaker, through the fake -------------------------------------------------------------------------------------
 
 

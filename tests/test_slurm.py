@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from launcher.backends.base import Job, RunSpec
+from launcher.backends.base import BackendUnavailable, Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
 from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
@@ -627,7 +627,7 @@ def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: 
     assert S._squeue(["squeue", "-j", "404"]) is None  # purged: the caller asks sacct / the run directory
     assert S._squeue(["squeue", "-j", "7"]) == "7 RUNNING\n"  # a blip: asked again
     calls.clear()
-    with pytest.raises(ConfigError, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
+    with pytest.raises(BackendUnavailable, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
         S._squeue(["squeue", "-j", "8"])
     assert len(calls) == 3
 

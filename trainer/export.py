@@ -30,6 +30,10 @@ from trainer.rundir import RunDir
 CARD = "README.md"
 
 
+class HubPushError(TkError):
+    """An upload to the Hugging Face Hub failed (network, auth, offline); the local export is complete."""
+
+
 def check_run(run_dir: Path) -> tuple[RunDir, RunConfig]:
     """A completed run directory, or a one-line error."""
     run = RunDir(run_dir)
@@ -213,8 +217,8 @@ def push_to_hub(folder: Path, repo: str, private: bool = False, api: Any = None)
                                  commit_message=f"Upload {folder.name} (python -m trainer export)")
     except Exception as e:  # network, auth, offline mode: one line, never the token
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(token, "***")
-        raise ConfigError(f"push to the Hub repo '{repo}' failed: {type(e).__name__}: {first}",
-                          hint=f"The export itself is complete in {folder}.") from None
+        raise HubPushError(f"push to the Hub repo '{repo}' failed: {type(e).__name__}: {first}",
+                           hint=f"The export itself is complete in {folder}.") from None
     return str(getattr(info, "commit_url", info))
 
 

@@ -52,7 +52,7 @@ from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
-from launcher.backends.base import Job, JobState, RunSpec
+from launcher.backends.base import BackendUnavailable, Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
@@ -483,8 +483,8 @@ def _squeue(argv: list[str], tries: int = 3) -> str | None:
             err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
         if attempt + 1 < tries:
             time.sleep(1 + attempt)
-    raise ConfigError(f"squeue: no answer from SLURM after {tries} tries ({err})",
-                      hint="Check the cluster (sinfo) and try again; nothing was submitted or cancelled.")
+    raise BackendUnavailable(f"squeue: no answer from SLURM after {tries} tries ({err})",
+                             hint="Check the cluster (sinfo) and try again; nothing was submitted or cancelled.")
 
 
 def _query_squeue(ids: list[str]) -> dict[str, JobState]:
