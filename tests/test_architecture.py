@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 LAYERS = ("ni", "evaluation", "trainer", "launcher")  # each may import only those before it (and itself)
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def project_modules() -> dict[str, Path]:
-    return {module_name(p): p for layer in LAYERS for p in sorted((ROOT / layer).rglob("*.py"))}
+    return {module_name(p): p for layer in LAYERS for p in sorted((REPO / layer).rglob("*.py"))}
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:

@@ -16,8 +16,7 @@ from ni.data import Example, Instance, Task, require_split
 from ni.encoding import NAMED_ENCODINGS, TK_INSTRUCT_MIXTURE, PromptEncoder, resolve_encoding
 from ni.encoding_fallback import fallback_encode
 from ni.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def golden_rows(golden: Path, track: str) -> list[dict]:

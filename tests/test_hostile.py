@@ -13,9 +13,8 @@ import orjson
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from trainer.rundir import LOCK_FILE, PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(module: str, *args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None

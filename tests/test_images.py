@@ -39,8 +39,8 @@ from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import Rendezvous
 from ni.errors import ConfigError
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
 LOCK = REPO / "requirements" / "lock.txt"

@@ -17,9 +17,9 @@ import yaml
 from launcher.manifest import Manifest
 from launcher.sweep import load_sweep
 from ni.errors import ConfigError
+from tests.conftest import REPO
 from trainer.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 CONFIGS = sorted((REPO / "trainer" / "configs").glob("*.yaml"))
 

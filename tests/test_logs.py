@@ -22,9 +22,8 @@ from launcher import logs as L
 from launcher.backends.base import Job
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep, load_sweep
+from tests.conftest import REPO
 from tests.test_slurm import _cluster_reason, _prebuild_tiny_model, start_requeued_soon
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -29,8 +29,8 @@ from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 TINY = REPO / "trainer" / "configs" / "tiny-cpu.yaml"
 

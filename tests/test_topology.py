@@ -27,8 +27,7 @@ from launcher.topology import (
     port_from,
     trainer_command,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_world_size_one_is_the_trainer_itself() -> None:
