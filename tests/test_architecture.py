@@ -1,10 +1,13 @@
 """The package structure, read from the source: no import circles between modules, and no import running up the
 layering `ni` <- `evaluation` <- `trainer` <- `launcher` (docs/architecture.md). Function-local imports count too:
-they only keep heavy libraries off light paths, they do not make a circle acceptable."""
+they only keep heavy libraries off light paths, they do not make a circle acceptable. And the light paths stay
+light: importing the command lines or any module of ni, evaluation and launcher loads no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS = ("ni", "evaluation", "trainer", "launcher")  # each may import only those before it (and itself)
+HEAVY = ("torch", "transformers", "accelerate", "deepspeed")
 
 
 def module_name(path: Path) -> str:
@@ -104,3 +108,15 @@ def test_no_import_circles() -> None:
 def test_no_import_runs_up_the_layering(layer: str) -> None:
     graph = {m: out for m, out in import_graph().items() if m.split(".")[0] == layer}
     assert upward_imports(graph) == []
+
+
+def test_light_paths_load_no_torch() -> None:
+    """`--help`, `plan`, `status`, `report` and the launcher's backends start in a fraction of a second: the heavy
+    libraries are imported inside the functions that need them (in a fresh interpreter: this one may hold them)."""
+    light = ["trainer.cli", *(m for m in project_modules()
+                              if m.split(".")[0] != "trainer" and not m.endswith("__main__"))]
+    code = (f"import importlib, sys\nfor m in {light!r}:\n    importlib.import_module(m)\n"
+            f"print(' '.join(sorted(h for h in {HEAVY!r} if h in sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "", f"loaded on import: {r.stdout.strip()}"
