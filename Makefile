@@ -15,7 +15,8 @@ RUNS ?= runs
 SET ?=
 SETS = $(foreach s,$(SET),--set $(s))
 
-.PHONY: help setup test test-fast check bench data demo clean sweep plan status pull report cancel rehearse
+.PHONY: help setup test test-fast check bench data demo clean sweep plan status pull report cancel rehearse \
+        logs image push-image lock hadolint
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,9 +78,8 @@ status pull report cancel:  ## status / pull / report / cancel of SWEEP
 clean:  ## remove caches and demo outputs (keeps .venv)
 	rm -rf runs/demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# --- images (issue 6; images/README.md) ----------------------------------------------------------------------
+# --- images (images/README.md) ----------------------------------------------------------------------------
 IMAGE_KIND ?= trainer
-.PHONY: image push-image lock hadolint
 
 image:  ## build images/$(IMAGE_KIND)/Dockerfile as tk-lab-$(IMAGE_KIND):<git-sha> (clean tree or ALLOW_DIRTY=1)
 	bash images/build.sh build $(IMAGE_KIND)
@@ -93,7 +93,6 @@ lock:  ## regenerate requirements/lock.txt from pyproject.toml (uv, PyPI)
 hadolint:  ## lint every Dockerfile
 	$(VENV)/bin/hadolint images/*/Dockerfile
 
-.PHONY: logs
 RUN ?=
 logs:  ## logs of RUN in SWEEP (make logs SWEEP=... RUN=<run-id>); without RUN a live summary; FOLLOW=0 prints once
 	$(PY) -m launcher logs $(SWEEP) $(RUN) --runs-root $(RUNS) $(if $(filter 0,$(FOLLOW)),,--follow)

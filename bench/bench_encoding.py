@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from ni.data import require_split  # noqa: E402
 from ni.encoding import PromptEncoder  # noqa: E402
-from ni.encoding_reference import reference_encode  # noqa: E402
+from ni.encoding_fallback import fallback_encode  # noqa: E402
 
 
 def best_of(n: int, fn):  # type: ignore[no-untyped-def]
@@ -62,7 +62,7 @@ def main() -> int:
 
     def reference():  # type: ignore[no-untyped-def]
         enc = PromptEncoder(args.encoding)
-        return [reference_encode(t, i, enc.choose(i), tok, limit) for t, i in pairs]
+        return [fallback_encode(t, i, enc.choose(i), tok, limit) for t, i in pairs]
 
     t_ref, ref_out = best_of(args.repeats, reference)
     t_ours, our_out = best_of(args.repeats, ours)

@@ -74,7 +74,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--submit", action="store_true", help="also submit 100 runs to the SLURM cluster of SLURM_CONF")
     args = ap.parse_args()
-    from launcher.cli import get_backend
+    from launcher.backends import get_backend
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

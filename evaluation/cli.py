@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.baselines import BASELINES, write_baseline
+from evaluation.categories import TaskCategories
 from evaluation.metrics import HEADLINE_METRICS, METRICS, evaluate
-from evaluation.predictions import Prediction, read_predictions
+from evaluation.predictions import read_predictions
 from ni.cli_util import run_cli
-from ni.data import TASK_RENAMES, TRACKS, Task, parse_task
-from ni.errors import ConfigError, DataError
+from ni.data import TRACKS
+from ni.errors import ConfigError
 from ni.io import refuse_overwriting_inputs, write_json
 
 
@@ -66,43 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _TaskCategories:
-    """Categories of tasks read from task files under a data root, each file read once."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root = root
-        self._cache: dict[str, str] = {}
-
-    def __call__(self, pred: Prediction, path: Path) -> str:
-        if pred.category is not None:
-            return pred.category
-        if self.root is None:
-            raise DataError(
-                f"{path}:{pred.line}: field 'Categories': missing",
-                hint="Pass --data ROOT to read categories from the task files.",
-            )
-        if pred.task not in self._cache:
-            self._cache[pred.task] = self._load(pred.task).category
-        cat = self._cache[pred.task]
-        if not cat:
-            raise DataError(f"{self.root}/tasks/{pred.task}.json: field 'Categories': missing or empty")
-        return cat
-
-    def _load(self, task: str) -> Task:
-        assert self.root is not None
-        names = [task] + [old for old, new in TASK_RENAMES.items() if new == task]
-        for name in names:
-            file = self.root / "tasks" / f"{name}.json"
-            if file.is_file():
-                return parse_task(file, name=task)
-        raise DataError(f"{self.root}/tasks/{task}.json: task file not found (needed for the task's categories)")
-
-
 def score_file(
     path: Path, data: Path | None, track: str, xlingual_tokenizer: Any = "gpt2", workers: int | None = None
 ) -> dict[str, Any]:
     preds = read_predictions(path)
-    categories = _TaskCategories(data)
+    categories = TaskCategories(data)
     cats = [categories(p, path) for p in preds]
     return evaluate(
         [p.prediction for p in preds],

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from evaluation.bootstrap import task_interval
+from evaluation.categories import TaskCategories
 from evaluation.metrics import HEADLINE_METRICS, METRICS
 from evaluation.report_groups import (
     REPLICATE_AXES,
@@ -50,14 +51,12 @@ ENCODING_AXES = ("data.train_encoding", "data.test_encoding")
 
 
 def _task_categories(run: RunInfo) -> Any:
-    from evaluation.cli import _TaskCategories
-
     root = run.data_setting("root")
     if root is None and run.config:
         from ni.synthetic import ensure_default_data
 
-        return _TaskCategories(ensure_default_data())
-    return _TaskCategories(Path(root) if root else None)
+        return TaskCategories(ensure_default_data())
+    return TaskCategories(Path(root) if root else None)
 
 
 def score_run(

@@ -11,31 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher.backends.base import Backend, Job, JobState
-from launcher.manifest import Manifest, RunState
+from launcher import backends
+from launcher.backends import BACKENDS
+from launcher.backends.base import Backend, Job
+from launcher.manifest import Manifest
+from launcher.states import sweep_states
 from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
 from ni.errors import ConfigError
 from ni.locks import Busy, alive, describe, read_holder
 from trainer.rundir import RunDir
-
-BACKENDS = ("local", "slurm", "beaker")
-
-
-def get_backend(name: str, **kwargs: Any) -> Backend:
-    if name == "local":
-        from launcher.backends.local import LocalBackend
-
-        return LocalBackend(**kwargs)
-    if name == "slurm":
-        from launcher.backends import slurm
-
-        return slurm.SlurmBackend()
-    if name == "beaker":
-        from launcher.backends import beaker
-
-        return beaker.BeakerBackend()
-    raise ConfigError(f"unknown backend '{name}'", hint=f"Valid backends: {', '.join(BACKENDS)}.")
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -64,7 +49,7 @@ def cmd_plan(sweep: Sweep, args: argparse.Namespace) -> int:
     rows = [[r.run_id, *[r.varied.get(k) for k in keys], r.resources.gpus, r.resources.nodes, r.resources.time]
             for r in sweep.runs]
     _table(f"{sweep.name}: {len(sweep.runs)} runs", ["run id", *keys, "gpus", "nodes", "time"], rows)
-    backend = get_backend(args.backend)
+    backend = backends.get_backend(args.backend)
     _warn(backend, sweep)
     if args.render:
         manifest = Manifest(args.runs_root, sweep)
@@ -81,54 +66,10 @@ def _warn(backend: Backend, sweep: Sweep) -> None:
         print(f"warning: {note}", file=sys.stderr)
 
 
-def _job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = None) -> dict[str, JobState]:
-    """Every job id the manifest keeps (an older one may still run) -> its state as the backend sees it. Backends
-    that cannot be asked are added to `unreachable`."""
-    by_backend: dict[str, list[Job]] = {}
-    for run in sweep.runs:
-        backend = manifest.backend_of(run.run_id)
-        if backend:
-            by_backend.setdefault(backend, []).extend(manifest.jobs(run.run_id))
-    job_states: dict[str, JobState] = {}
-    for name, jobs in by_backend.items():
-        if not jobs:
-            continue
-        try:
-            job_states.update(get_backend(name).status(jobs))
-        except (OSError, ConfigError) as e:  # unknown is not missing: such runs are never submitted again
-            print(f"warning: {name} status unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                  "runs not finished in their run directories are 'unknown'", file=sys.stderr)
-            if unreachable is not None:
-                unreachable.add(name)
-    return job_states
-
-
-def _run_job_state(jobs: Sequence[Job], job_states: dict[str, JobState]) -> JobState | None:
-    """A run's job state: an active job's if any job is active (running first), else the newest job's."""
-    states = [job_states.get(j.job_id) for j in jobs]
-    for active in ("running", "pending"):
-        if active in states:
-            return active
-    return states[-1] if states else None
-
-
-def _states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
-    unreachable: set[str] = set()
-    job_states = _job_states(sweep, manifest, unreachable)
-    out = []
-    for run in sweep.runs:
-        state = manifest.state(run, _run_job_state(manifest.jobs(run.run_id), job_states))
-        backend = manifest.backend_of(run.run_id)
-        if backend in unreachable and state.state not in ("completed", "running"):
-            state = RunState(run.run_id, "unknown", f"controller unreachable: {backend} could not be asked")
-        out.append(state)
-    return out
-
-
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     """Under the sweep's lock: two submits of one sweep never both decide to start a run (the second waits, then
     finds it running or done). The manifest is read after the lock is taken, so no submit saves a stale copy."""
-    get_backend(args.backend).check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
+    backends.get_backend(args.backend).check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
     lock = Manifest(args.runs_root, sweep).lock(f"launcher submit --backend {args.backend}")
     lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
                                                          "(Ctrl-C stops waiting)", flush=True))
@@ -155,7 +96,7 @@ def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
     from launcher.logs import TERMINAL_RUN_STATES, summary
 
     summary(sweep, Manifest(args.runs_root, sweep), follow=True, interval=float(getattr(args, "interval", 5.0)))
-    states = _states(sweep, Manifest(args.runs_root, sweep))
+    states = sweep_states(sweep, Manifest(args.runs_root, sweep))
     if any(s.state not in TERMINAL_RUN_STATES for s in states):
         print(f"{sweep.name}: stopped waiting; the jobs keep running. Come back with: {_again(sweep, args, 'logs')} -f "
               f"(or make sweep again: it submits nothing twice)", file=sys.stderr)
@@ -168,7 +109,7 @@ def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
 
 
 def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
-    states = _states(sweep, manifest)
+    states = sweep_states(sweep, manifest)
     todo = set(manifest.to_submit(states))
     skipped = {s.state for s in states if s.run_id not in todo}
     runs = [r for r in sweep.runs if r.run_id in todo]
@@ -181,7 +122,7 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
     if not runs:
         return 1 if unknown else 0
     view = _LiveView(sweep, manifest) if args.backend == "local" else None
-    backend = get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
+    backend = backends.get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
                                            if view else {}))
     backend.check(sweep)
     _warn(backend, sweep)
@@ -215,7 +156,7 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
     if args.backend != "local":
         return 1 if unknown else 0
     cmd_status(sweep, args)
-    failed = [s.run_id for s in _states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
+    failed = [s.run_id for s in sweep_states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
     if failed:
         print(f"{sweep.name}: {len(failed)} run(s) did not complete: {', '.join(failed[:10])}", file=sys.stderr)
         return 1
@@ -243,7 +184,7 @@ def _recorder(manifest: Manifest, sweep: Sweep) -> Any:
 
 def cmd_status(sweep: Sweep, args: argparse.Namespace) -> int:
     manifest = Manifest(args.runs_root, sweep)
-    states = _states(sweep, manifest)
+    states = sweep_states(sweep, manifest)
     keys = _varied_columns(sweep)
     rows = [[r.run_id, *[r.varied.get(k) for k in keys], s.state, s.detail] for r, s in zip(sweep.runs, states, strict=True)]
     _table(f"{sweep.name}: status", ["run id", *keys, "state", "detail"], rows)
@@ -257,7 +198,7 @@ def cmd_pull(sweep: Sweep, args: argparse.Namespace) -> int:
     for run in sweep.runs:
         jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
         if backend == "beaker" and jobs:
-            get_backend("beaker").pull(jobs[-1], manifest.run_dir(run))  # type: ignore[attr-defined]
+            backends.get_backend("beaker").pull(jobs[-1], manifest.run_dir(run))  # type: ignore[attr-defined]
             pulled += 1
     print(f"{sweep.name}: pulled {pulled} run(s); local and SLURM runs write to the shared run directories")
     return 0
@@ -294,7 +235,7 @@ def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
         for run in sweep.runs:
             jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
             if jobs and backend:
-                get_backend(backend).cancel(jobs)
+                backends.get_backend(backend).cancel(jobs)
                 manifest.mark_cancelled(run.run_id, jobs)
         print(f"{sweep.name}: cancel sent")
         return 0

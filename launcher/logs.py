@@ -28,8 +28,10 @@ from typing import IO, Any
 
 import orjson
 
-from launcher.backends.base import Job, JobState
+from launcher import backends
+from launcher.backends.base import BackendUnavailable, Job, JobState
 from launcher.manifest import Manifest, RunState
+from launcher.states import NotStartedError, sweep_states
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 
@@ -162,12 +164,6 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 # --- the summary ---------------------------------------------------------------------------------------------
-
-
-def sweep_states(sweep: Sweep, manifest: Manifest) -> list[RunState]:
-    from launcher import cli
-
-    return cli._states(sweep, manifest)
 
 
 def render_summary(sweep: Sweep, manifest: Manifest, states: list[RunState]) -> Any:
@@ -341,11 +337,9 @@ class Target:
 
 def _job_state(backend: str, job: Job) -> JobState | None:
     """The job's state; None when the backend cannot be asked now (e.g. slurmctld down)."""
-    from launcher import cli
-
     try:
-        return cli.get_backend(backend).status([job]).get(job.job_id, "unknown")
-    except (OSError, ConfigError):
+        return backends.get_backend(backend).status([job]).get(job.job_id, "unknown")
+    except (OSError, ConfigError, BackendUnavailable):
         return None
 
 
@@ -401,8 +395,8 @@ def local_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float)
         return job is not None and _job_state("local", job) == "running" and not _run_finished(t.run_dir)
 
     if not log.is_file() and not (follow and alive()):
-        raise ConfigError(f"{log}: no log yet (run {t.run.run_id} was not started here)",
-                          hint=f"Submit it: python -m launcher submit {t.sweep.path}")
+        raise NotStartedError(f"{log}: no log yet (run {t.run.run_id} was not started here)",
+                              hint=f"Submit it: python -m launcher submit {t.sweep.path}")
     ft = FileTail(log)
     for line in _tail(ft.read_all(), tail):
         out.line(line)
@@ -419,7 +413,7 @@ def slurm_log_files(t: Target, job: Job) -> tuple[Path, Path]:
 
 def slurm_logs(t: Target, follow: bool, tail: int | None, out: Out, poll: float) -> int:
     if not t.jobs:
-        raise ConfigError(f"run {t.run.run_id}: no SLURM job in {t.manifest.path}")
+        raise NotStartedError(f"run {t.run.run_id}: no SLURM job in {t.manifest.path}")
     job = t.jobs[-1]
     out_path, err_path = slurm_log_files(t, job)
     out_tail, err_tail = FileTail(out_path), FileTail(err_path)
@@ -496,7 +490,7 @@ def beaker_logs(t: Target, follow: bool, tail: int | None, out: Out, client: Any
     from launcher.backends.beaker import BeakerBackend, _leader, current_attempt, job_state
 
     if not t.jobs:
-        raise ConfigError(f"run {t.run.run_id}: no Beaker experiment in {t.manifest.path}")
+        raise NotStartedError(f"run {t.run.run_id}: no Beaker experiment in {t.manifest.path}")
     workload_id = t.jobs[-1].job_id
     backend = BeakerBackend(client=client) if client is not None else _beaker_backend()
     shown: set[str] = set()
@@ -535,9 +529,7 @@ def beaker_logs(t: Target, follow: bool, tail: int | None, out: Out, client: Any
 
 
 def _beaker_backend() -> Any:
-    from launcher import cli
-
-    return cli.get_backend("beaker")
+    return backends.get_backend("beaker")
 
 
 def _attempt_ids(jobs: list[Any]) -> list[str]:

@@ -8,7 +8,6 @@ middle of a submission leaves a manifest that the next `submit` completes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,12 @@ from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
 from ni.io import atomic_open, write_json
+from ni.io import now as _now
 from ni.locks import FileLock, describe
 from trainer.rundir import RunDir
 
 ACTIVE: tuple[JobState, ...] = ("pending", "running")
 SWEEP_LOCK_FILE = "sweep.lock"  # runs/<sweep>/sweep.lock: held by whoever decides what to submit or cancel
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 @dataclass

@@ -12,13 +12,12 @@
     resources: {gpus: 8, nodes: 1, cpus: 16, memory: 64G, time: "24:00:00"}
     backend: {local: {...}, slurm: {...}, beaker: {...}}
 
-A run's id is a short hash of its fully resolved config identity, so editing one value only changes the runs
+A run's id is the start of its resolved config's digest (`RunConfig.digest`), so editing one value only changes the runs
 that value reaches. Every error names the file and the line of the offending key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import re
@@ -250,9 +249,6 @@ class Sweep:
     def name(self) -> str:
         return self.spec.name
 
-    def run_dir(self, root: Path, run: PlannedRun) -> Path:
-        return root / self.name / run.run_id
-
 
 # --- reading with line numbers -------------------------------------------------------------------------
 
@@ -389,7 +385,7 @@ def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -
             cfg = validate_config(raw, f"{p} ({vname or 'run'} {values})")
         except ConfigError as e:
             raise ConfigError(str(e)) from None
-        run_id = hashlib.sha256(orjson.dumps(cfg.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
+        run_id = cfg.digest()[:10]
         if run_id in seen:
             continue  # two rows that resolve to the same config are one run
         seen[run_id] = values

@@ -5,37 +5,20 @@ re-tokenizes the whole growing prompt once per candidate example and once more f
 (definition, example, input part) is tokenized once -- definitions and examples once per task, thanks to a cache
 -- and the length checks add piece lengths. That is exact when the tokenizer splits pieces at the whitespace
 that joins them (T5, mT5, byte-level BPE...): `PromptEncoder` verifies it on probe strings of the very shapes it
-joins and otherwise falls back to the original's re-tokenization. `ni.encoding_reference` is the original
-algorithm, kept for tests and benchmarks.
+joins and otherwise falls back to the original's re-tokenization, `ni.encoding_fallback` (which tests and
+benchmarks also use as the obviously-correct version). The pieces themselves are in `ni.prompt`.
 """
 
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from ni.data import Example, Instance, Task
+from ni.encoding_fallback import fallback_encode
 from ni.errors import ConfigError
-
-PUNCTUATION = frozenset(string.punctuation)
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """What goes into a prompt. Field names are the original's."""
-
-    add_task_name: bool = False
-    add_task_definition: bool = True
-    num_pos_examples: int = 0
-    num_neg_examples: int = 0
-    add_explanation: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+from ni.prompt import Encoded, Encoding, definition_part, example_part, input_part, task_name_part
 
 NAMED_ENCODINGS: dict[str, Encoding] = {
     "input_only": Encoding(add_task_definition=False),
@@ -69,41 +52,6 @@ def resolve_encoding(name: str) -> tuple[Encoding, ...]:
     if name not in NAMED_ENCODINGS:
         raise ConfigError(f"unknown encoding '{name}'", hint=f"Valid names: {', '.join(ENCODING_NAMES)}.")
     return (NAMED_ENCODINGS[name],)
-
-
-# --- the pieces of a prompt ---------------------------------------------------------------------------
-
-
-def _end_with_punct(s: str) -> str:
-    return s if s[-1] in PUNCTUATION else s + "."
-
-
-def input_part(text: str) -> str:
-    return "Now complete the following example -\n" + _end_with_punct(f"Input: {text.strip()}") + "\nOutput: "
-
-
-def task_name_part(name: str) -> str:
-    return name + ". "
-
-
-def definition_part(definition: str) -> str:
-    return _end_with_punct("Definition: " + definition.strip()) + "\n\n"
-
-
-def example_part(kind: str, k: int, ex: Example, add_explanation: bool) -> str:
-    """`kind` is "Positive" or "Negative"; `k` is 1-based."""
-    s = _end_with_punct(f" {kind} Example {k} -\nInput: {ex.input.strip()}") + "\n"
-    s = _end_with_punct(s + f" Output: {ex.output.strip()}") + "\n"
-    if add_explanation and ex.explanation is not None:
-        s = _end_with_punct(s + f" Explanation: {ex.explanation.strip()}") + "\n"
-    return s + "\n"
-
-
-@dataclass(frozen=True)
-class Encoded:
-    source: str
-    input_ids: list[int] | None = None
-    truncated: bool = False
 
 
 class _Pieces:
@@ -191,10 +139,8 @@ class PromptEncoder:
         if self.pieces is None:
             return [Encoded(self._text(task, inst, self.choose(inst))) for task, inst in pairs]
         if not self.fast:
-            from ni.encoding_reference import reference_encode
-
             return [
-                reference_encode(task, inst, self.choose(inst), self.tokenizer, self.max_source_length)
+                fallback_encode(task, inst, self.choose(inst), self.tokenizer, self.max_source_length)
                 for task, inst in pairs
             ]
         inputs = [input_part(inst.input) for _, inst in pairs]

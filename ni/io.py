@@ -6,11 +6,17 @@ import contextlib
 import errno
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+
+def now() -> str:
+    """The local time as the run directories and the manifests record it, e.g. 2026-12-02T12:47:58+0000."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _umask() -> int:

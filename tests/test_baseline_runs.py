@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from ni.errors import ConfigError
+from tests.conftest import REPO
 from tests.test_api_baseline import FakeOpenAI, answer
 from trainer.config import validate_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_baseline_configs_are_checked() -> None:

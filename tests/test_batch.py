@@ -99,7 +99,7 @@ def test_bf16_on_a_gpu_without_native_bf16_is_refused_in_one_line() -> None:
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model) -> None:
     import torch
 
-    from trainer.run import load_model
+    from trainer.hf import load_model
 
     grads = []
     for checkpointing in (False, True):

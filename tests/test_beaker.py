@@ -47,6 +47,7 @@ from launcher.backends.beaker import (
     spec_json,
 )
 from launcher.backends.beaker_fake import FakeBeakerClient
+from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import Rendezvous, Topology, launch_argv, port_from
 from ni.errors import ConfigError
@@ -104,11 +105,7 @@ def make_sweep(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Sweep:
 
 
 def run_specs(sweep: Sweep, root: Path) -> list[RunSpec]:
-    out = []
-    for run in sweep.runs:
-        run_dir = sweep.run_dir(root, run)
-        out.append(RunSpec(run, run_dir, run_dir / "launch.yaml"))
-    return out
+    return [Manifest(root, sweep).spec(r) for r in sweep.runs]
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.conftest import REPO
 from trainer.config import validate_config
 from trainer.run import deepspeed_plugin
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (scripts/install.sh --deepspeed)")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("stage", [2, 3])

@@ -24,7 +24,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.test_trainer import REPO, small_run, write_config
+from tests.conftest import REPO
+from tests.test_trainer import small_run, write_config
 
 DEFINITION = "Return the currency of the given country."
 EXAMPLES = [{"input": "Japan", "output": "Yen"}, {"input": "France", "output": "Euro"}]
@@ -196,6 +197,23 @@ def test_push_to_hub_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert calls[0] == ("create_repo", {"repo_id": "someone/x", "repo_type": "model", "private": True, "exist_ok": True})
     assert calls[1][0] == "upload_folder" and calls[1][1]["folder_path"] == str(tmp_path)
     assert calls[1][1]["repo_id"] == "someone/x"
+
+
+def test_a_failed_push_is_its_own_error_in_one_line_without_the_token(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ni.errors import ConfigError
+    from trainer.export import HubPushError, push_to_hub
+
+    class Refusing:
+        def create_repo(self, **kw: Any) -> None:
+            raise PermissionError(f"401 Unauthorized for token {TOKEN}\nmore detail")
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(HubPushError) as e:
+        push_to_hub(tmp_path, "someone/x", api=Refusing())
+    assert not isinstance(e.value, ConfigError)  # the settings were fine: the Hub refused
+    assert str(e.value) == (f"push to the Hub repo 'someone/x' failed: PermissionError: 401 Unauthorized for token *** "
+                            f"The export itself is complete in {tmp_path}.")
 
 
 @pytest.mark.skipif(not (os.environ.get("TK_HUB_TEST_REPO") and os.environ.get("HF_TOKEN")),

@@ -13,6 +13,7 @@ import pytest
 import ni.fingerprint
 import trainer.dataset as dataset
 from ni.data import SplitData, SplitRef, require_split
+from tests.conftest import REPO
 from trainer.dataset import encode_split, source_lengths
 
 ENC = "instruct_pos_2_input"
@@ -145,7 +146,7 @@ def test_prepare_builds_what_the_runs_read_so_no_job_encodes(tmp_path: Path, emb
 
     def launcher(*args: str) -> str:
         r = subprocess.run([sys.executable, "-m", "launcher", *args, str(sweep), "--runs-root", str(tmp_path / "runs")],
-                           cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=1200)
+                           cwd=REPO, capture_output=True, text=True, timeout=1200)
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout
 

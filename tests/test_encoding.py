@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 
 from ni.data import Example, Instance, Task, require_split
 from ni.encoding import NAMED_ENCODINGS, TK_INSTRUCT_MIXTURE, PromptEncoder, resolve_encoding
-from ni.encoding_reference import reference_encode
+from ni.encoding_fallback import fallback_encode
 from ni.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def golden_rows(golden: Path, track: str) -> list[dict]:
@@ -78,7 +77,7 @@ def test_fast_path_equals_reference_on_real_data(ni_sample: Path, t5_like_tokeni
     assert enc.fast
     pairs = list(data)
     got = enc.encode_many(pairs)
-    want = [reference_encode(t, i, enc.choose(i), t5_like_tokenizer, limit) for t, i in pairs]
+    want = [fallback_encode(t, i, enc.choose(i), t5_like_tokenizer, limit) for t, i in pairs]
     assert got == want
     assert all(len(e.input_ids or []) <= limit for e in got)
     if limit == 24:
@@ -93,7 +92,7 @@ def test_byte_level_bpe_is_not_additive_and_uses_the_reference(ni_sample: Path, 
         enc = PromptEncoder("instruct_pos_2_neg_2_input", byte_bpe_tokenizer, limit)
         assert not enc.fast
         pairs = list(data)
-        want = [reference_encode(t, i, enc.choose(i), byte_bpe_tokenizer, limit) for t, i in pairs]
+        want = [fallback_encode(t, i, enc.choose(i), byte_bpe_tokenizer, limit) for t, i in pairs]
         assert enc.encode_many(pairs) == want
 
 
@@ -116,7 +115,7 @@ def test_non_additive_tokenizer_falls_back_to_the_reference(ni_sample: Path) -> 
     tok = non_additive_tokenizer(texts)
     enc = PromptEncoder("instruct_pos_2_input", tok, 120)
     assert not enc.fast
-    assert enc.encode_many(pairs) == [reference_encode(t, i, enc.choose(i), tok, 120) for t, i in pairs]
+    assert enc.encode_many(pairs) == [fallback_encode(t, i, enc.choose(i), tok, 120) for t, i in pairs]
 
 
 # --- property test: the truncation rule against the slow, obviously-correct version ---------------------
@@ -139,7 +138,7 @@ def test_truncation_rule_property(t5_like_tokenizer, definition, pos, neg, text,
     inst = Instance("task77-1", text, ("out",))
     enc = PromptEncoder(name, t5_like_tokenizer, limit)
     assert enc.fast
-    assert enc.encode(task, inst) == reference_encode(task, inst, enc.choose(inst), t5_like_tokenizer, limit)
+    assert enc.encode(task, inst) == fallback_encode(task, inst, enc.choose(inst), t5_like_tokenizer, limit)
 
 
 # --- command line ---------------------------------------------------------------------------------------
@@ -174,7 +173,7 @@ def test_encode_cli_with_tokenizer_truncates(ni_sample: Path, t5_like_tokenizer,
     rows = [json.loads(line) for line in out.open()]
     data = require_split(ni_sample, "default", "test", max_instances_per_task=3, seed=42)
     enc = NAMED_ENCODINGS["instruct_pos_4_input"]
-    want = [reference_encode(t, i, enc, t5_like_tokenizer, 64) for t, i in data]
+    want = [fallback_encode(t, i, enc, t5_like_tokenizer, 64) for t, i in data]
     assert [r["source"] for r in rows] == [w.source for w in want]
     assert sum(w.truncated for w in want) > len(want) // 2
 

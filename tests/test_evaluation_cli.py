@@ -14,8 +14,8 @@ import pytest
 from evaluation.cli import main
 from evaluation.metrics import aggregate, score_examples
 from evaluation.predictions import read_predictions
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from trainer.fetch import STAMP, fetch_data
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def git(*args: str, cwd: Path) -> str:

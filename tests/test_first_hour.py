@@ -21,8 +21,7 @@ from evaluation.report_groups import best_worst, format_seconds, is_ni_test_spli
 from evaluation.report_render import to_html, to_markdown
 from launcher.sweep import load_sweep
 from ni.synthetic import generate
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")

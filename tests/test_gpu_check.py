@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 
 

@@ -13,9 +13,8 @@ import orjson
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from trainer.rundir import LOCK_FILE, PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(module: str, *args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None
@@ -462,8 +461,8 @@ def test_report_and_status_agree_on_a_dead_run(tmp_path: Path) -> None:
     launcher's status and the report call it missing."""
     from evaluation.runs import read_run
     from launcher.backends.base import Job
-    from launcher.cli import _run_job_state
     from launcher.manifest import Manifest
+    from launcher.states import run_job_state
     from launcher.sweep import load_sweep
     from ni.locks import FileLock
 
@@ -481,7 +480,7 @@ def test_report_and_status_agree_on_a_dead_run(tmp_path: Path) -> None:
     assert manifest.state(run, None).state == "running"
     lock.release()  # the holder died
     manifest.record(run, "local", Job(run.run_id, "local-999999999-1"))
-    job_state = _run_job_state(manifest.jobs(run.run_id), {"local-999999999-1": "unknown"})
+    job_state = run_job_state(manifest.jobs(run.run_id), {"local-999999999-1": "unknown"})
     assert manifest.state(run, job_state).state == "missing"
     info = read_run(rd.path, run.run_id)
     assert info.state == "missing" and any("no live process" in f for f in info.flags)
@@ -503,7 +502,7 @@ def test_submit_wait_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     args = argparse.Namespace(runs_root=tmp_path / "runs", interval=0.01)
     monkeypatch.setattr(logs, "summary", lambda *a, **k: 0)
     for states, code in [(["completed", "completed"], 0), (["completed", "failed"], 1), (["running", "completed"], 130)]:
-        monkeypatch.setattr(cli, "_states", lambda *a, states=states: [RunState(r.run_id, s)
+        monkeypatch.setattr(cli, "sweep_states", lambda *a, states=states: [RunState(r.run_id, s)
                                                                         for r, s in zip(sweep.runs, states, strict=True)])
         assert cli._wait(sweep, args) == code
     assert "the jobs keep running. Come back with: python -m launcher logs" in capsys.readouterr().err
@@ -513,18 +512,18 @@ def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """squeue fails (slurmctld down): a run SLURM may still hold is 'unknown (controller unreachable)', never
     'missing', so submit starts nothing for it, and the live view keeps waiting (unknown is not terminal)."""
-    from launcher import cli
-    from launcher.backends.base import Job
+    from launcher import backends
+    from launcher.backends.base import BackendUnavailable, Job
     from launcher.logs import TERMINAL_RUN_STATES
     from launcher.manifest import Manifest
+    from launcher.states import sweep_states
     from launcher.sweep import load_sweep
-    from ni.errors import ConfigError
 
     class Down:
         def status(self, jobs: object) -> dict:
-            raise ConfigError("squeue: no answer from SLURM after 3 tries (Unable to contact slurm controller)")
+            raise BackendUnavailable("squeue: no answer from SLURM after 3 tries (Unable to contact slurm controller)")
 
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: Down())
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: Down())
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text("name: out\n" + BASE + "grid:\n  seed: [1, 2]\n")
     sweep = load_sweep(sweep_file)
@@ -533,7 +532,7 @@ def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Pa
     RunDir(manifest.run_dir(live)).path.mkdir(parents=True)
     RunDir(manifest.run_dir(live)).set_status("running", attempt=1)
     manifest.record(live, "slurm", Job(live.run_id, "4242"))
-    states = cli._states(sweep, manifest)
+    states = sweep_states(sweep, manifest)
     assert [(s.state, s.detail) for s in states] == [
         ("unknown", "controller unreachable: slurm could not be asked"), ("new", "")]
     assert manifest.to_submit(states) == [new.run_id] and "unknown" not in TERMINAL_RUN_STATES

@@ -23,7 +23,6 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from launcher.backends.base import RunSpec
 from launcher.backends.beaker import BeakerBackend
 from launcher.backends.beaker_fake import FakeBeakerClient
 from launcher.backends.local import LocalBackend
@@ -36,11 +35,12 @@ from launcher.images import (
     pyproject_hash,
     read_lock,
 )
+from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import Rendezvous
 from ni.errors import ConfigError
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
 LOCK = REPO / "requirements" / "lock.txt"
@@ -443,7 +443,7 @@ def _normalize(text: str, tmp: Path) -> str:
 def rendered_artifacts(tmp: Path) -> dict[str, str]:
     sweep = load_sweep(_write(tmp / "containerised.yaml", CONTAINER_SWEEP))
     root = tmp / "runs"
-    specs = [RunSpec(r, sweep.run_dir(root, r), sweep.run_dir(root, r) / "launch.yaml") for r in sweep.runs]
+    specs = [Manifest(root, sweep).spec(r) for r in sweep.runs]
     assert len(specs) == 1
     out: dict[str, str] = {}
     out["local-docker.sh"] = next(iter(LocalBackend().render(sweep, specs).values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,9 +17,9 @@ import yaml
 from launcher.manifest import Manifest
 from launcher.sweep import load_sweep
 from ni.errors import ConfigError
+from tests.conftest import REPO
 from trainer.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 CONFIGS = sorted((REPO / "trainer" / "configs").glob("*.yaml"))
 
@@ -113,6 +114,15 @@ def test_exclude_seeds_and_stable_ids(tmp_path: Path) -> None:
     assert len(set(again.values()) - set(ids.values())) == 4  # lr 0.3 x accum 1, 2 (the exclude named 0.2) x 2 seeds
 
 
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_run_ids_of_shipped_sweeps_are_the_ones_their_directories_carry(path: Path) -> None:
+    """A run's id names its directory, so taking it from `RunConfig.digest` must not change it: still the first 10
+    hex digits of sha256 over the sorted identity, as sweep.py computed it before."""
+    for run in load_sweep(path).runs:
+        identity = orjson.dumps(run.config.identity(), option=orjson.OPT_SORT_KEYS)
+        assert run.run_id == hashlib.sha256(identity).hexdigest()[:10]
+
+
 def test_shell_metacharacters_stay_one_literal_value(tmp_path: Path) -> None:
     nasty = "a b;rm -rf x$(y) `z` 'q'"
     text = f"name: x\nbase: {{model: {{name_or_path: {json.dumps(nasty)}}}}}\n"
@@ -174,7 +184,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the in-process Beaker fake (no server exists here): the second experiment.create fails, the
     manifest keeps the first; the next submit adds only the other two; pull + report read the results."""
-    from launcher import cli
+    from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
     from launcher.backends.beaker_fake import FakeBeakerClient
 
@@ -188,7 +198,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
             return super().create_experiment(spec, name, workspace)
 
     fake = Flaky()
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
     p = write(tmp_path, "name: bk\n" + BASE + "grid:\n  seed: [1, 2, 3]\n"
               "backend:\n  beaker: {workspace: ai2/x, clusters: [ai2/c], image: tk-lab-trainer}\n")
     runs = tmp_path / "runs"

@@ -22,9 +22,8 @@ from launcher import logs as L
 from launcher.backends.base import Job
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep, load_sweep
+from tests.conftest import REPO
 from tests.test_slurm import _cluster_reason, _prebuild_tiny_model, start_requeued_soon
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -306,6 +305,24 @@ def test_slurm_logs_on_a_real_cluster_across_a_requeue(tmp_path: Path) -> None:
     assert "attempt 2 of 2 (requeued 1x)" in r.stdout and "# --- restart 1:" in r.stdout
 
 
+def test_logs_of_a_run_not_started_say_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from launcher import cli
+    from launcher.states import NotStartedError
+    from ni.cli_util import run_cli
+    from ni.errors import ConfigError
+
+    p = sweep_file(tmp_path, "name: idle\nbase: {model: {name_or_path: tiny}}\n")
+    run = load_sweep(p).runs[0]
+    runs = tmp_path / "runs"
+    with pytest.raises(NotStartedError, match=rf"{run.run_id}/launcher.log: no log yet \(run {run.run_id} was not started "
+                       r"here\) Submit it: python -m launcher submit ") as e:
+        L.logs(load_sweep(p), runs, run.run_id)
+    assert not isinstance(e.value, ConfigError)  # nothing is wrong with the sweep: the run has not started
+    capsys.readouterr()
+    assert run_cli(cli.main, ["logs", str(p), run.run_id, "--runs-root", str(runs)]) == 2
+    assert capsys.readouterr().err == f"error: {e.value}\n"  # the command's one line, as before
+
+
 # --- Beaker, through the fake -------------------------------------------------------------------------------------
 
 
@@ -314,7 +331,7 @@ BEAKER = ("name: bk\nbase: {model: {name_or_path: tiny}}\ngrid: {seed: [1, 2]}\n
 
 
 def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher import cli
+    from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
     from launcher.backends.beaker_fake import FakeBeakerClient
 
@@ -322,7 +339,7 @@ def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.Monke
     sweep = load_sweep(p)
     resumed, plain = (r.run_id for r in sweep.runs)
     fake = FakeBeakerClient({resumed: "preempt-then-succeed", plain: "running"})
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=fake))
     runs = tmp_path / "runs"
     assert cli.main(["submit", str(p), "--backend", "beaker", "--runs-root", str(runs)]) == 0
     wid = fake.created[0].workload_id
@@ -345,7 +362,7 @@ def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.Monke
 
     stuck = Interrupted.__new__(Interrupted)
     stuck.__dict__.update(fake.__dict__)
-    monkeypatch.setattr(cli, "get_backend", lambda name, **kw: BeakerBackend(client=stuck))
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: BeakerBackend(client=stuck))
     buf = io.StringIO()
     assert L.logs(sweep, runs, plain, follow=True, out=buf) == 0
     assert "1 job(s); showing the newest" in buf.getvalue() and "scripted log line" in buf.getvalue()

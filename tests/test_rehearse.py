@@ -15,9 +15,8 @@ import pytest
 
 from launcher.rehearse import STEPS, Result, check_run, prepare, toy_config
 from launcher.sweep import load_sweep
+from tests.conftest import REPO
 from tests.test_slurm import two_node_cluster  # noqa: F401 (a fixture)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["encodings", "models", "lr_batch", "instances", "num_tasks"])

@@ -20,8 +20,8 @@ from evaluation.bootstrap import paired_diff, task_interval
 from evaluation.cli import main as evaluation_main
 from evaluation.report import build_report
 from ni.synthetic import generate
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from launcher.backends.base import Job, RunSpec
+from launcher.backends.base import BackendUnavailable, Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
+from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 TINY = REPO / "trainer" / "configs" / "tiny-cpu.yaml"
 
@@ -41,7 +42,7 @@ def make_sweep(tmp: Path, text: str, name: str = "sweep.yaml") -> Sweep:
 
 
 def specs_for(sweep: Sweep, root: Path) -> list[RunSpec]:
-    return [RunSpec(r, sweep.run_dir(root, r), sweep.run_dir(root, r) / "launch.yaml") for r in sweep.runs]
+    return [Manifest(root, sweep).spec(r) for r in sweep.runs]
 
 
 def write_launch(specs: Sequence[RunSpec]) -> None:
@@ -626,7 +627,7 @@ def test_squeue_that_does_not_answer_is_an_error_not_a_missing_job(monkeypatch: 
     assert S._squeue(["squeue", "-j", "404"]) is None  # purged: the caller asks sacct / the run directory
     assert S._squeue(["squeue", "-j", "7"]) == "7 RUNNING\n"  # a blip: asked again
     calls.clear()
-    with pytest.raises(ConfigError, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
+    with pytest.raises(BackendUnavailable, match=r"squeue: no answer from SLURM after 3 tries \(.*Socket timed out"):
         S._squeue(["squeue", "-j", "8"])
     assert len(calls) == 3
 

@@ -15,6 +15,7 @@ import pytest
 
 from launcher.backends.base import RunSpec
 from launcher.backends.local import LocalBackend, node_gpus
+from launcher.manifest import Manifest
 from launcher.sweep import Resources, load_sweep
 from launcher.topology import (
     FORWARDED_SIGNALS,
@@ -26,8 +27,7 @@ from launcher.topology import (
     port_from,
     trainer_command,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_world_size_one_is_the_trainer_itself() -> None:
@@ -70,7 +70,7 @@ def _specs(tmp: Path, text: str) -> tuple[object, list[RunSpec]]:
     path.write_text(text)
     sweep = load_sweep(path)
     root = tmp / "runs"
-    return sweep, [RunSpec(r, sweep.run_dir(root, r), sweep.run_dir(root, r) / "launch.yaml") for r in sweep.runs]
+    return sweep, [Manifest(root, sweep).spec(r) for r in sweep.runs]
 
 
 def test_local_render_one_agent_per_node(tmp_path: Path) -> None:

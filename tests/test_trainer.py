@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from ni.errors import ConfigError
+from tests.conftest import REPO
 from trainer.config import apply_overrides, load_config, validate_config
 from trainer.run import resolve_precision
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(path: Path, **sections: object) -> Path:

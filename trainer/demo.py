@@ -67,8 +67,7 @@ class Demo:
     def __init__(self, model_path: str, encoding: str, max_source_length: int = DEFAULT_MAX_SOURCE_LENGTH,
                  max_new_tokens: int = MAX_NEW_TOKENS):
         resolve_encoding(encoding)  # a bad name fails before the model loads
-        from trainer.hf import load_tokenizer
-        from trainer.run import load_model
+        from trainer.hf import load_model, load_tokenizer
 
         self.model = load_model(model_path)
         self.model.eval()
@@ -140,7 +139,7 @@ def main_demo(model: str, encoding: str, once: bool, show_prompt: bool = False,
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
-    from trainer.run import resolve_model_path
+    from trainer.hf import resolve_model_path
 
     hf_logging.disable_progress_bar()
 

@@ -24,9 +24,14 @@ import yaml
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_dir
 from trainer.config import RunConfig
+from trainer.hf import load_model, resolve_model_path
 from trainer.rundir import RunDir
 
 CARD = "README.md"
+
+
+class HubPushError(TkError):
+    """An upload to the Hugging Face Hub failed (network, auth, offline); the local export is complete."""
 
 
 def check_run(run_dir: Path) -> tuple[RunDir, RunConfig]:
@@ -83,14 +88,13 @@ def model_source(run: RunDir, cfg: RunConfig) -> tuple[str, Path | None]:
 
 
 def _base_model_path(cfg: RunConfig) -> str:
-    from trainer.run import _embedded_data, resolve_model_path
+    from ni.synthetic import ensure_default_data
 
-    return resolve_model_path(cfg.model.name_or_path, cfg.data.root or str(_embedded_data()))
+    return resolve_model_path(cfg.model.name_or_path, cfg.data.root or str(ensure_default_data()))
 
 
 def load_for_export(run: RunDir, cfg: RunConfig) -> tuple[Any, Any, str]:
     from trainer.hf import load_tokenizer
-    from trainer.run import load_model
 
     path, checkpoint = model_source(run, cfg)
     model = load_model(path)
@@ -215,8 +219,8 @@ def push_to_hub(folder: Path, repo: str, private: bool = False, api: Any = None)
                                  commit_message=f"Upload {folder.name} (python -m trainer export)")
     except Exception as e:  # network, auth, offline mode: one line, never the token
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(token, "***")
-        raise ConfigError(f"push to the Hub repo '{repo}' failed: {type(e).__name__}: {first}",
-                          hint=f"The export itself is complete in {folder}.") from None
+        raise HubPushError(f"push to the Hub repo '{repo}' failed: {type(e).__name__}: {first}",
+                           hint=f"The export itself is complete in {folder}.") from None
     return str(getattr(info, "commit_url", info))
 
 

@@ -39,10 +39,10 @@ def prepare_run(cfg: RunConfig) -> list[Prepared]:
     """Make sure every encoded split `cfg` reads is in the cache; returns what was found or built."""
     if cfg.model.name_or_path.startswith("baseline:"):
         return []  # baselines read the raw test split and encode nothing
-    from trainer.hf import load_tokenizer
-    from trainer.run import _embedded_data, resolve_model_path
+    from ni.synthetic import ensure_default_data
+    from trainer.hf import load_tokenizer, resolve_model_path
 
-    root = cfg.data.root or str(_embedded_data())
+    root = cfg.data.root or str(ensure_default_data())
     tokenizer = load_tokenizer(cfg.model.tokenizer or resolve_model_path(cfg.model.name_or_path, root))
     d = cfg.data
     out: list[Prepared] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,10 +17,10 @@ from ni.errors import ConfigError, TkError
 from ni.io import atomic_open, write_json, write_jsonl
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
-from trainer.rundir import PARTIAL_PREDICTIONS, RunDir, partial_identity
+from trainer.hf import load_model, load_model_config, resolve_model_path
+from trainer.rundir import EXIT_PREEMPTED, PARTIAL_PREDICTIONS, RunDir, partial_identity
 from trainer.train import StopFlag, batch_fields, train
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: state saved, run again to resume
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
 
 
@@ -84,36 +83,6 @@ def deepspeed_plugin(cfg: RunConfig, mixed_precision: str) -> Any:
         if cfg.deepspeed.stage == 3:
             ds["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": True}
     return DeepSpeedPlugin(hf_ds_config=ds)
-
-
-def load_model_config(name_or_path: str) -> Any:
-    """The model's config alone (no weights): enough to choose the precision before the Accelerator exists."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"model '{name_or_path}': cannot load: {first}") from None
-    if not getattr(config, "is_encoder_decoder", False):
-        raise ConfigError(
-            f"model '{name_or_path}' is not a seq2seq (encoder-decoder) model (model_type={config.model_type})",
-            hint="For example: google/t5-base-lm-adapt or allenai/tk-instruct-3b-def.",
-        )
-    return config
-
-
-def load_model(name_or_path: str, gradient_checkpointing: bool = False) -> Any:
-    """The weights. Call it after the Accelerator is built: with a ZeRO-3 plugin accelerate has registered the
-    DeepSpeed config with transformers, so `from_pretrained` loads each rank's partition (deepspeed.zero.Init)
-    instead of a full fp32 copy per rank."""
-    from transformers import AutoModelForSeq2SeqLM
-
-    load_model_config(name_or_path)
-    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()  # transformers turns the decoder cache off in training mode only
-    return model
 
 
 def accelerator_kwargs(cfg: RunConfig, cuda: bool) -> dict[str, Any]:
@@ -392,31 +361,6 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
 
     walk("", cfg.model_dump(mode="json"))
     return out
-
-
-def resolve_model_path(name: str, data_root: str) -> str:
-    """`tiny` builds (once, cached by the data's content) a small random T5 with a tokenizer trained on the data."""
-    if name != "tiny":
-        return name
-    import hashlib
-
-    from trainer.dataset import cache_dir
-    from trainer.tiny import build_tiny_model
-
-    if not Path(data_root, "tasks").is_dir():
-        raise ConfigError(f"{data_root}: data root not found (needed to build the 'tiny' model)")
-    from ni.fingerprint import HashCache
-
-    h = hashlib.sha256()
-    hashes = HashCache(cache_dir() / "file-hashes.json")  # a stat per file once hashed, not gigabytes per start
-    for f in sorted(Path(data_root, "tasks").glob("*.json")):
-        h.update(f.name.encode() + bytes.fromhex(hashes.sha256(f)))
-    with contextlib.suppress(OSError):
-        hashes.save()
-    target = cache_dir().parent / "models" / f"tiny-{h.hexdigest()[:16]}"
-    if not (target / "config.json").is_file():
-        build_tiny_model(target, data_root)  # atomic: a concurrent builder's identical copy is replaced whole
-    return str(target)
 
 
 def _embedded_data() -> Path:

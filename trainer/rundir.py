@@ -25,7 +25,6 @@ import errno
 import hashlib
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,13 @@ from typing import Any
 import orjson
 
 from ni.errors import ConfigError
-from ni.io import atomic_open, dumps_line, write_json
+from ni.io import atomic_open, dumps_line, now, write_json
 from ni.locks import Busy, FileLock, holder_if_locked
 from ni.yamlio import read_yaml
 from trainer.config import RunConfig, validate_config
 
 STATES = ("running", "completed", "failed", "preempted")
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the trainer saved its state (status "preempted"); run it again to resume
 OWNER_FILE = "config.sha256"  # in an external checkpoint dir: the digest of the config whose checkpoints it holds
 LOG_FILE = "train_log.jsonl"
 LOCK_FILE = "run.lock"  # held by the process that runs this directory, for as long as it runs
@@ -55,10 +55,6 @@ def partial_identity(cfg: RunConfig, input_ids: Sequence[Sequence[int]]) -> str:
 
 
 _HELD: dict[Path, FileLock] = {}  # run directories this process holds, until it exits
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class RunDir:
@@ -205,15 +201,15 @@ class RunDir:
     def set_status(self, state: str, **extra: Any) -> None:
         assert state in STATES
         status = self.status()
-        status.setdefault("started_at", _now())
+        status.setdefault("started_at", now())
         if state == "running":  # a new attempt: nothing of how the last one ended stays
             for key in ("finished_at", "error", "signal", "phase", "predicted", "step", "wall_seconds"):
                 status.pop(key, None)
         if "wall_seconds" in extra:  # an attempt ended: the total over attempts, too
             status["wall_seconds_total"] = round(float(status.get("wall_seconds_total", 0)) + extra["wall_seconds"], 1)
-        status.update(extra, state=state, updated_at=_now())
+        status.update(extra, state=state, updated_at=now())
         if state != "running":
-            status["finished_at"] = _now()
+            status["finished_at"] = now()
         try:
             write_json(self.path / "status.json", status)
         except OSError as e:
@@ -249,7 +245,7 @@ class RunDir:
 
     def mark_done(self) -> None:
         with atomic_open(self.path / "DONE") as fh:
-            fh.write(_now() + "\n")
+            fh.write(now() + "\n")
 
     # -- checkpoints ----------------------------------------------------------------------------------
 

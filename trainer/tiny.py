@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ni.data import Task, parse_task
-from ni.encoding import definition_part, example_part, input_part
+from ni.prompt import definition_part, example_part, input_part
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 

@@ -18,6 +18,13 @@ from typing import Literal, Protocol
 
 from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import trainer_command as trainer_command
+from ni.errors import TkError
+
+
+class BackendUnavailable(TkError):
+    """The backend could not be asked (SLURM's controller did not answer): the settings may be fine, and a run it
+    may still hold is 'unknown', never 'missing'."""
+
 
 JobState = Literal["pending", "running", "completed", "failed", "preempted", "cancelled", "unknown"]
 
@@ -59,7 +66,7 @@ class Backend(Protocol):
         ...
 
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
-        """Job id -> state, as the backend sees it now."""
+        """Job id -> state, as the backend sees it now; BackendUnavailable when it cannot be asked."""
         ...
 
     def cancel(self, jobs: Sequence[Job]) -> None: ...

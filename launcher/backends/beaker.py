@@ -71,13 +71,13 @@ from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology, port_from
 from ni.errors import ConfigError
 from ni.io import atomic_open
+from trainer.rundir import EXIT_PREEMPTED
 
 RESULT_PATH = "/results"
 DATA_PATH = "/data"
 WEKA_ROOT = "/weka"  # a Weka bucket B is mounted at /weka/B, as elsewhere on Beaker
 LAUNCH_PATH = "/run/launch.yaml"
 CONFIG_ENV = "TK_RUN_CONFIG"
-EXIT_PREEMPTED = 75  # trainer.run.EXIT_PREEMPTED (not imported: keeps torch & co. out of the launcher)
 
 # argv: LAUNCH_PATH NNODES RANKS_PER_NODE PORT. The launch itself is launcher.topology's (installed in the image),
 # the node rank and the leader's host come from Beaker's replica variables.

@@ -52,15 +52,15 @@ from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
-from launcher.backends.base import Job, JobState, RunSpec
+from launcher.backends.base import BackendUnavailable, Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
 from ni.errors import ConfigError
+from trainer.rundir import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
-EXIT_PREEMPTED = 75
 
 _STATES: dict[str, JobState] = {
     "PENDING": "pending", "CONFIGURING": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
@@ -492,8 +492,8 @@ def _squeue(argv: list[str], tries: int = 3) -> str | None:
             err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
         if attempt + 1 < tries:
             time.sleep(1 + attempt)
-    raise ConfigError(f"squeue: no answer from SLURM after {tries} tries ({err})",
-                      hint="Check the cluster (sinfo) and try again; nothing was submitted or cancelled.")
+    raise BackendUnavailable(f"squeue: no answer from SLURM after {tries} tries ({err})",
+                             hint="Check the cluster (sinfo) and try again; nothing was submitted or cancelled.")
 
 
 def _query_squeue(ids: list[str]) -> dict[str, JobState]:

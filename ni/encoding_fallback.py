@@ -1,7 +1,8 @@
-"""The original Tk-Instruct encoding algorithm, kept as the obviously-correct version for tests and benchmarks.
+"""The original Tk-Instruct encoding algorithm: `ni.encoding.PromptEncoder` falls back to it for tokenizers
+whose pieces do not add up, and tests and benchmarks compare the fast path against it (same sources and ids).
 
 It re-tokenizes the whole growing prompt once per candidate example, then once more for the source, as the
-original collator did. `ni.encoding.PromptEncoder` must give the same sources and ids.
+original collator did.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ni.data import Instance, Task
-from ni.encoding import Encoded, Encoding, definition_part, example_part, input_part, task_name_part
+from ni.prompt import Encoded, Encoding, definition_part, example_part, input_part, task_name_part
 
 
 def _fits(tokenizer: Any, text: str, limit: int | None) -> bool:
     return limit is None or len(tokenizer(text)["input_ids"]) <= limit
 
 
-def reference_encode(
+def fallback_encode(
     task: Task, instance: Instance, enc: Encoding, tokenizer: Any, max_source_length: int | None
 ) -> Encoded:
     task_input = input_part(instance.input)

@@ -1,0 +1,122 @@
+"""The package structure, read from the source: no import circles between modules, and no import running up the
+layering `ni` <- `evaluation` <- `trainer` <- `launcher` (docs/architecture.md). Function-local imports count too:
+they only keep heavy libraries off light paths, they do not make a circle acceptable. And the light paths stay
+light: importing the command lines or any module of ni, evaluation and launcher loads no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+LAYERS = ("ni", "evaluation", "trainer", "launcher")  # each may import only those before it (and itself)
+HEAVY = ("torch", "transformers", "accelerate", "deepspeed")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for layer in LAYERS for p in sorted((REPO / layer).rglob("*.py"))}
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports anywhere in its body: `import a.b`, `from a.b import c` (c a module or a
+    name in a.b)."""
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module, f"{path}:{node.lineno}: relative import; import by full name"
+            names += [f"{node.module}.{a.name}" for a in node.names]
+    return {m for m in map(owner, names) if m is not None}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {m: imported_modules(p, set(modules)) - {m} for m, p in modules.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    return [f"{m} imports {o}" for m, out in sorted(graph.items()) for o in sorted(out)
+            if rank[o.split(".")[0]] > rank[m.split(".")[0]]]
+
+
+def test_the_graph_sees_every_kind_of_import() -> None:
+    """The reader itself: module-level, function-local, `import a.b` and `from a import module` all count."""
+    graph = import_graph()
+    assert "trainer.hf" in graph["trainer.run"]  # module level
+    assert "evaluation.report" in graph["evaluation.cli"]  # function-local, for one subcommand
+    assert "launcher.backends.slurm" in graph["launcher.backends"]  # `from launcher.backends import slurm`
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert upward_imports({"ni.x": {"trainer.y"}, "trainer.y": {"ni.x"}}) == ["ni.x imports trainer.y"]
+
+
+def test_no_import_circles() -> None:
+    found = circles(import_graph())
+    assert not found, "import circles (break each by moving the shared piece below both): " + "; ".join(
+        " <-> ".join(c) for c in found)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_no_import_runs_up_the_layering(layer: str) -> None:
+    graph = {m: out for m, out in import_graph().items() if m.split(".")[0] == layer}
+    assert upward_imports(graph) == []
+
+
+def test_light_paths_load_no_torch() -> None:
+    """`--help`, `plan`, `status`, `report` and the launcher's backends start in a fraction of a second: the heavy
+    libraries are imported inside the functions that need them (in a fresh interpreter: this one may hold them)."""
+    light = ["trainer.cli", *(m for m in project_modules()
+                              if m.split(".")[0] != "trainer" and not m.endswith("__main__"))]
+    code = (f"import importlib, sys\nfor m in {light!r}:\n    importlib.import_module(m)\n"
+            f"print(' '.join(sorted(h for h in {HEAVY!r} if h in sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "", f"loaded on import: {r.stdout.strip()}"
