@@ -39,6 +39,7 @@ from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
 from trainer.config import RunConfig, apply_overrides, validate_config
+from trainer.rundir import EXIT_PREEMPTED
 
 STEPS = 4
 TOY = {
@@ -157,7 +158,7 @@ class LocalRehearsal:
             return
         status = _read_json(run_dir / "status.json")
         if spec.run.config.do_train:
-            want = 75 if not topo.distributed else 1  # torch.distributed.run exits 1 once it forwarded a signal
+            want = EXIT_PREEMPTED if not topo.distributed else 1  # torch.distributed.run exits 1 once it forwarded a signal
             if status.get("state") != "preempted" or codes[0] != want:
                 result.fail(f"stop after a checkpoint: exit {codes}, state {status.get('state')!r} (want exit {want}, "
                             f"'preempted'); log:\n      {_tail(run_dir / 'launcher.log')}")
@@ -337,6 +338,6 @@ def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: floa
 def _build_tiny_model() -> None:
     """Once, before any rank: every rank of every run then loads the same cached tiny model."""
     from ni.synthetic import ensure_default_data
-    from trainer.run import resolve_model_path
+    from trainer.hf import resolve_model_path
 
     resolve_model_path("tiny", str(ensure_default_data()))

@@ -389,7 +389,7 @@ set:
 
 def _prebuild_tiny_model() -> None:
     from ni.synthetic import ensure_default_data
-    from trainer.run import resolve_model_path
+    from trainer.hf import resolve_model_path
 
     resolve_model_path("tiny", str(ensure_default_data()))  # once here, not in four jobs at once
 
