@@ -160,6 +160,7 @@ def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, se
         "flags": list(run.flags),
         "ok": run.state in OK_STATES and not run.flags and scores is not None,
         "wall_seconds": run.wall_seconds,
+        "last_attempt_seconds": run.last_attempt_seconds,
         "gpu_hours": run.gpu_hours,
         "track": run.data_setting("track", scores["track"] if scores else "default"),
     }

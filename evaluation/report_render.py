@@ -42,7 +42,7 @@ def _headline(row: dict[str, Any], cat: str) -> Any:
 
 def run_columns(report: dict[str, Any]) -> list[str]:
     return ["run", *[_short(a) for a in report["axes"]], "state", "rougeL", "95% CI", "exact_match", "examples",
-            "wall", "GPU-h", "flags"]
+            "wall (all attempts)", "GPU-h", "flags"]
 
 
 def run_cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
@@ -182,13 +182,13 @@ def to_csv(report: dict[str, Any]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     cats = report["categories"]
     w.writerow(["run", *report["axes"], "state", "ok", "flags", "rougeL", "rougeL_ci_low", "rougeL_ci_high",
-                "exact_match", "rouge1", "num_examples", "wall_seconds", "gpu_hours",
+                "exact_match", "rouge1", "num_examples", "wall_seconds", "last_attempt_seconds", "gpu_hours",
                 *[f"{report['headline_metric'].get(c, 'rougeL')}_for_{c}" for c in cats]])
     for r in report["rows"]:
         ci = (r.get("ci") or {}).get("rougeL") or [None, None]
         w.writerow([r["run"], *[r["varied"].get(a) for a in report["axes"]], r["state"], r["ok"],
                     "; ".join(r["flags"]), r.get("rougeL"), ci[0], ci[1], r.get("exact_match"), r.get("rouge1"),
-                    r.get("num_examples"), r.get("wall_seconds"), r.get("gpu_hours"),
+                    r.get("num_examples"), r.get("wall_seconds"), r.get("last_attempt_seconds"), r.get("gpu_hours"),
                     *[_headline(r, c) for c in cats]])
     return buf.getvalue()
 

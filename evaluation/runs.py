@@ -40,6 +40,12 @@ class RunInfo:
 
     @property
     def wall_seconds(self) -> float | None:
+        """Wall time over every attempt (a preempted run's earlier attempts cost time too)."""
+        w = self.status.get("wall_seconds_total", self.status.get("wall_seconds"))
+        return float(w) if isinstance(w, int | float) else None
+
+    @property
+    def last_attempt_seconds(self) -> float | None:
         w = self.status.get("wall_seconds")
         return float(w) if isinstance(w, int | float) else None
 

@@ -254,3 +254,15 @@ def test_runs_scored_in_parallel_equal_runs_scored_one_by_one(data_root: Path, t
     # the parallel pass wrote each run's cache; read back, the scores are the same bytes
     cached = score_runs(discover([sweep]), use_cache=True, workers=2)
     assert orjson.dumps(cached) == orjson.dumps(serial)
+
+
+def test_wall_time_and_gpu_hours_count_every_attempt(tmp_path: Path) -> None:
+    """A run preempted once: the report's wall time and GPU hours are the sum over attempts; the last attempt's
+    own wall time stays in the JSON/CSV rows."""
+    from evaluation.runs import RunInfo
+
+    run = RunInfo(name="r", path=tmp_path, state="completed",
+                  status={"wall_seconds": 1800.0, "wall_seconds_total": 5400.0, "world_size": 2, "device": "cuda:0"})
+    assert (run.wall_seconds, run.last_attempt_seconds, run.gpu_hours) == (5400.0, 1800.0, 3.0)
+    once = RunInfo(name="s", path=tmp_path, state="completed", status={"wall_seconds": 60.0})
+    assert (once.wall_seconds, once.last_attempt_seconds) == (60.0, 60.0)
