@@ -30,17 +30,7 @@ def lcs_length(a: Sequence[int], b: Sequence[int]) -> int:
         a, b = b, a
     if not b:
         return 0
-    masks: dict[int, int] = {}
-    for i, tok in enumerate(a):
-        masks[tok] = masks.get(tok, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for tok in b:
-        m = masks.get(tok)
-        if m is not None:
-            u = v & m
-            v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
+    return lcs_length_masked(lcs_masks(a), len(a), b)
 
 
 def rouge1_f(target: Counter[int], n_target: int, pred: Counter[int], n_pred: int) -> float:

@@ -547,22 +547,9 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
     import signal
     import time
 
-    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+    from tests.test_slurm import _cluster_reason
 
-    reason = _cluster_reason()
-    if reason:
-        pytest.skip(reason)
-    _prebuild_tiny_model()
-    conf = Path(os.environ["SLURM_CONF"])
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(f"name: outage\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
-                     "set: {optim.max_steps: 200, data.max_instances_per_task: 8, data.max_instances_per_eval_task: 2,"
-                     " logging.progress: false, checkpoint.every_steps: 1000}\nseeds: [1, 2]\n"
-                     "resources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
-                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
-    runs = tmp_path / "runs"
-    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
-    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    conf, sweep, runs, env, r = _submit_two_slow_runs_on_slurm(tmp_path, "outage", 200)
     assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout + r.stderr
     deadline = time.time() + 300
     while time.time() < deadline and not any(RunDir(p).holder() for p in (runs / "outage").glob("??????????")
@@ -710,22 +697,9 @@ def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
     import signal
     import time
 
-    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+    from tests.test_slurm import _cluster_reason
 
-    reason = _cluster_reason()
-    if reason:
-        pytest.skip(reason)
-    _prebuild_tiny_model()
-    conf = Path(os.environ["SLURM_CONF"])
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(f"name: lgout\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
-                     "set: {optim.max_steps: 2000, data.max_instances_per_task: 8, data.max_instances_per_eval_task: 2,"
-                     " logging.progress: false, checkpoint.every_steps: 1000}\nseeds: [1, 2]\n"
-                     "resources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
-                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
-    runs = tmp_path / "runs"
-    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
-    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    conf, sweep, runs, env, r = _submit_two_slow_runs_on_slurm(tmp_path, "lgout", 2000)
     assert r.returncode == 0, r.stdout + r.stderr
 
     def follow(name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -907,3 +881,26 @@ def test_a_local_submit_whose_runs_all_fail_exits_1(tmp_path: Path, tiny_model: 
     assert "allfail: 2 run(s) did not complete" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     r = cli("launcher", "status", str(sweep), "--runs-root", str(tmp_path / "runs"), "--strict", env={"COLUMNS": "200"})
     assert r.returncode == 1 and r.stdout.count("failed") == 2, r.stdout
+
+
+def _submit_two_slow_runs_on_slurm(tmp_path: Path, name: str, max_steps: int
+                                   ) -> tuple[Path, Path, Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """Two slowed-down tiny runs submitted to the real cluster with --no-wait (skips without a cluster):
+    (slurm.conf, the sweep file, the runs root, the env used, the submit's result)."""
+    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+
+    reason = _cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    _prebuild_tiny_model()
+    conf = Path(os.environ["SLURM_CONF"])
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: {name}\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"
+                     f"set: {{optim.max_steps: {max_steps}, data.max_instances_per_task: 8, "
+                     "data.max_instances_per_eval_task: 2, logging.progress: false, checkpoint.every_steps: 1000}\n"
+                     "seeds: [1, 2]\nresources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
+                     "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
+    runs = tmp_path / "runs"
+    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
+    return conf, sweep, runs, env, r

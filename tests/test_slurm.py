@@ -566,15 +566,7 @@ def test_cluster_two_gpus_train_as_world_size_two(tmp_path: Path, cluster: None)
     _prebuild_tiny_model()
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twogpu\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
-    root = tmp_path / "runs"
-    (spec,) = specs_for(sweep, root)
-    write_launch([spec])
-    be = SlurmBackend()
-    t0 = time.time()
-    (job,) = be.submit(sweep, [spec])
-    states = _wait(be, [job], timeout=420)
-    print(f"gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
-    logs = _logs(root / "twogpu" / ".submitit")
+    spec, job, states, logs = _submit_one_and_wait(sweep, tmp_path / "runs", 420, "gpus: 2 run on SLURM")
     assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
     assert "--nproc_per_node=2" in logs and "--master_addr=127.0.0.1" in logs
     _assert_one_complete_run(spec.run_dir, 2, logs)
@@ -592,15 +584,7 @@ def test_cluster_two_nodes_train_as_one_run(tmp_path: Path, two_node_cluster: st
     _prebuild_tiny_model()
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twonode\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
-    root = tmp_path / "runs"
-    (spec,) = specs_for(sweep, root)
-    write_launch([spec])
-    be = SlurmBackend()
-    t0 = time.time()
-    (job,) = be.submit(sweep, [spec])
-    states = _wait(be, [job], timeout=600)
-    print(f"nodes: 2 x gpus: 2 run on SLURM: {time.time() - t0:.0f}s")
-    logs = _logs(root / "twonode" / ".submitit")
+    spec, job, states, logs = _submit_one_and_wait(sweep, tmp_path / "runs", 600, "nodes: 2 x gpus: 2 run on SLURM")
     assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
     assert "--nnodes=2" in logs and "--node_rank=0" in logs and "--node_rank=1" in logs
     assert "--nproc_per_node=2" in logs
@@ -885,15 +869,7 @@ def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_clus
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 1, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: pyxis2\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n"
                        + backend)
-    root = tmp_path / "runs"
-    (spec,) = specs_for(sweep, root)
-    write_launch([spec])
-    be = SlurmBackend()
-    t0 = time.time()
-    (job,) = be.submit(sweep, [spec])
-    states = _wait(be, [job], timeout=600)
-    print(f"pyxis stand-in, nodes: 2 x gpus: 1: {time.time() - t0:.0f}s")
-    logs = _logs(root / "pyxis2" / ".submitit")
+    spec, job, states, logs = _submit_one_and_wait(sweep, tmp_path / "runs", 600, "pyxis stand-in, nodes: 2 x gpus: 1")
     assert states == {job.job_id: "completed"}, f"{states}\n{logs}"
     starts = sorted(log.read_text().splitlines())
     assert [s.split(":")[0] for s in starts] == ["container step on n1", "container step on n2"], starts
@@ -923,3 +899,15 @@ def test_cluster_make_sweep_waits_then_pulls_and_reports(tmp_path: Path, cluster
     finally:
         subprocess.run([sys.executable, "-m", "launcher", "cancel", str(sweep), "--runs-root", str(runs), "--set",
                         "optim.max_steps=3"], cwd=REPO, capture_output=True, timeout=300)
+
+
+def _submit_one_and_wait(sweep: Sweep, root: Path, timeout: float, what: str) -> tuple[RunSpec, Job, dict[str, str], str]:
+    """Submit the sweep's one run to the cluster and wait for its end: (spec, job, end states, the job's logs)."""
+    (spec,) = specs_for(sweep, root)
+    write_launch([spec])
+    be = SlurmBackend()
+    t0 = time.time()
+    (job,) = be.submit(sweep, [spec])
+    states = _wait(be, [job], timeout=timeout)
+    print(f"{what}: {time.time() - t0:.0f}s")
+    return spec, job, states, _logs(root / sweep.name / ".submitit")
