@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -15,6 +16,10 @@ import yaml
 
 from tests.conftest import REPO
 from trainer.rundir import LOCK_FILE, PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
+
+if TYPE_CHECKING:
+    from launcher.manifest import Manifest
+    from launcher.sweep import PlannedRun, Sweep
 
 
 def cli(module: str, *args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None
@@ -461,19 +466,10 @@ def test_report_and_status_agree_on_a_dead_run(tmp_path: Path) -> None:
     launcher's status and the report call it missing."""
     from evaluation.runs import read_run
     from launcher.backends.base import Job
-    from launcher.manifest import Manifest
     from launcher.states import run_job_state
-    from launcher.sweep import load_sweep
     from ni.locks import FileLock
 
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("name: dead\n" + BASE)
-    sweep = load_sweep(sweep_file)
-    manifest = Manifest(tmp_path / "runs", sweep)
-    run = sweep.runs[0]
-    rd = RunDir(manifest.run_dir(run))
-    rd.path.mkdir(parents=True)
-    rd.set_status("running", attempt=1)
+    sweep, manifest, run, rd = _a_run_started(tmp_path, "dead")
     lock = FileLock(rd.path / LOCK_FILE, "trainer run")
     lock.acquire()
     assert read_run(rd.path, run.run_id).state == "running"  # while held: running for both
@@ -581,17 +577,8 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
 def test_labels_tell_what_happened(tmp_path: Path) -> None:
     """scancel outranks the trainer's "preempted"; a new attempt keeps nothing of how the last one ended, and the
     wall time adds up over attempts."""
-    from launcher.manifest import Manifest
-    from launcher.sweep import load_sweep
 
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("name: lab\n" + BASE)
-    sweep = load_sweep(sweep_file)
-    manifest = Manifest(tmp_path / "runs", sweep)
-    run = sweep.runs[0]
-    rd = RunDir(manifest.run_dir(run))
-    rd.path.mkdir(parents=True)
-    rd.set_status("running", attempt=1)
+    sweep, manifest, run, rd = _a_run_started(tmp_path, "lab")
     rd.set_status("preempted", step=7, signal=15, wall_seconds=10.0)
     manifest.data["runs"][run.run_id] = {"backend": "slurm", "jobs": ["1"]}
     assert manifest.state(run, "cancelled").state == "cancelled"
@@ -904,3 +891,19 @@ def _submit_two_slow_runs_on_slurm(tmp_path: Path, name: str, max_steps: int
     env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
     r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
     return conf, sweep, runs, env, r
+
+
+def _a_run_started(tmp_path: Path, name: str) -> tuple[Sweep, Manifest, PlannedRun, RunDir]:
+    """A one-run sweep whose run directory says running (first attempt): (sweep, manifest, run, its RunDir)."""
+    from launcher.manifest import Manifest
+    from launcher.sweep import load_sweep
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(f"name: {name}\n" + BASE)
+    sweep = load_sweep(sweep_file)
+    manifest = Manifest(tmp_path / "runs", sweep)
+    run = sweep.runs[0]
+    rd = RunDir(manifest.run_dir(run))
+    rd.path.mkdir(parents=True)
+    rd.set_status("running", attempt=1)
+    return sweep, manifest, run, rd

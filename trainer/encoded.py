@@ -24,6 +24,14 @@ COLUMNS = ("input_tokens", "input_offsets", "label_tokens", "label_offsets", "re
            "id_offsets", "task_index")
 
 
+def _position(i: int, n: int) -> int:
+    """A sequence index as Python reads it (negative from the end), checked against the length n."""
+    j = i + n if i < 0 else i
+    if not 0 <= j < n:
+        raise IndexError(i)
+    return j
+
+
 class Rows(Sequence[list[int]]):
     """Rows of token ids (lists on access, as collation wants them)."""
 
@@ -40,10 +48,7 @@ class Rows(Sequence[list[int]]):
     def __getitem__(self, i: int | slice) -> list[int] | list[list[int]]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+        i = _position(i, len(self))
         return self.flat[self.offsets[i] : self.offsets[i + 1]].tolist()
 
     def lengths(self) -> list[int]:
@@ -70,10 +75,7 @@ class References(Sequence[list[list[int]]]):
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+        i = _position(i, len(self))
         return [self.refs[r] for r in range(int(self.ref_offsets[i]), int(self.ref_offsets[i + 1]))]
 
     def __eq__(self, other: object) -> bool:
@@ -90,10 +92,7 @@ class Strings(Sequence[str]):
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+        i = _position(i, len(self))
         return bytes(self.blob[self.offsets[i] : self.offsets[i + 1]]).decode("utf-8")
 
     def __iter__(self) -> Iterator[str]:
