@@ -766,13 +766,13 @@ def _pyxis_stand_in(tmp_path: Path, *setup: str) -> tuple[str, Path]:
 
 @slurm
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["usr2", "scontrol-requeue"])
-def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(tmp_path: Path, cluster: None,
-                                                                                 how: str) -> None:
+def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(tmp_path: Path, cluster: None) -> None:
     """container.kind pyxis (pyxis stood in for, see FAKE_PYXIS): the trainer runs in a step whose PATH has no
     scontrol. USR2 (SLURM's notice before the time limit) -> the trainer saves and stops, the host-side wrapper
-    requeues through submitit's handler (`scontrol requeue` on the host), the run resumes and completes. An admin's
-    `scontrol requeue` (SIGTERM to every step, SLURM requeues): the run resumes from a complete checkpoint too."""
+    requeues through submitit's handler (`scontrol requeue` on the host), the run resumes and completes. (An admin's
+    `scontrol requeue` sends SIGTERM, which the wrapper never forwards to the step's srun: see
+    test_pyxis_wrapper_forwards_usr2_to_the_step_but_never_sigterm; on the cluster that path is the one of
+    test_cluster_preempted_run_requeues_and_resumes.)"""
     _prebuild_tiny_model()
     backend, log = _pyxis_stand_in(tmp_path, "export TK_DEBUG_STEP_DELAY=0.5")
     sweep = make_sweep(tmp_path, "name: pyxis\n" + TINY_RUN + "  optim.max_steps: 16\n  checkpoint.every_steps: 4\n"
@@ -788,21 +788,18 @@ def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(
         time.sleep(1)
     folder = root / "pyxis" / ".submitit"
     assert any((spec.run_dir / "checkpoints").glob("*/COMPLETE")), f"no checkpoint\n{_logs(folder)}"
-    if how == "usr2":
-        subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
-    else:
-        subprocess.run(["scontrol", "requeue", job.job_id], check=True)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
     start_requeued_soon(job.job_id)
     states = _wait(be, [job], timeout=480)
     logs = "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*_log.*")))
-    print(f"pyxis stand-in {how} test: {time.time() - t0:.0f}s")
+    print(f"pyxis stand-in USR2 test: {time.time() - t0:.0f}s")
     assert states == {job.job_id: "completed"}, f"{states}\n{_logs(folder)}"
     assert "--container" not in (folder / f"{job.job_id}_submission.sh").read_text()  # submitit's srun: host
     assert "+ srun --overlap --nodes=1 --ntasks=1" in logs and "'--container-image=docker://ghcr.io#lab/tk:ci'" in logs
     starts = log.read_text().splitlines()
     assert len(starts) == 2 and all("scontrol=absent" in s for s in starts), starts  # before and after the requeue
-    if how == "usr2":  # submitit's handler, in the host-side wrapper, ran scontrol
-        assert f"Requeued job {job.job_id} (" in logs and "stopped at step" in logs and "state saved" in logs, logs
+    # submitit's handler, in the host-side wrapper, ran scontrol
+    assert f"Requeued job {job.job_id} (" in logs and "stopped at step" in logs and "state saved" in logs, logs
     resumed = [r for r in _steps(spec.run_dir) if r.get("event") == "resumed"]
     assert resumed and resumed[0]["step"] >= 4, logs
     assert (spec.run_dir / "DONE").is_file()
