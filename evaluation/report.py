@@ -88,19 +88,18 @@ def score_run(
         scores["truncated"] = truncated
         if use_cache:
             store_cached(run.path, key, scores)
+    return _flag_truncated(run, scores)
+
+
+def _flag_truncated(run: RunInfo, scores: dict[str, Any]) -> dict[str, Any]:
     if scores.get("truncated"):
         run.flags.append("predictions truncated mid-line (last line left out)")
     return scores
 
 
-def _needs_scoring(run: RunInfo, use_cache: bool) -> bool:
-    file = run.predictions
-    if not file.is_file():
-        return False
-    if not use_cache:
-        return True
-    key = cache_key(file_sha256(file), str(run.data_setting("track", "default")))
-    return load_cached(run.path, key) is None
+def _cached_scores(run: RunInfo) -> dict[str, Any] | None:
+    key = cache_key(file_sha256(run.predictions), str(run.data_setting("track", "default")))
+    return load_cached(run.path, key)
 
 
 _pool_job: tuple[Any, bool] = ("gpt2", True)
@@ -118,9 +117,17 @@ def score_runs(
     `workers` processes (default: every available core) when there are two or more, each process keeping its
     scorer for the next file of the same test set; cached scores are read here."""
     global _pool_job
-    pending = [r for r in runs if _needs_scoring(r, use_cache)]
-    workers = min(workers or available_cpus(), len(pending))
     out: dict[str, dict[str, Any] | None] = {}
+    pending = []
+    for r in runs:
+        if not r.predictions.is_file():
+            continue
+        cached = _cached_scores(r) if use_cache else None
+        if cached is None:
+            pending.append(r)
+        else:  # read (and hashed) once, here
+            out[r.name] = _flag_truncated(r, cached)
+    workers = min(workers or available_cpus(), len(pending))
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         _pool_job = (xlingual_tokenizer, use_cache)  # inherited by the forked workers, never pickled
         for track in sorted({str(r.data_setting("track", "default")) for r in pending}):
