@@ -1,11 +1,23 @@
-"""Shared fixtures: the real NI sample and golden files in ../shared, and tokenizers trained here."""
+"""Shared fixtures and helpers: the real NI sample and golden files in ../shared, tokenizers and the tiny model built
+here, trainer configs and subprocesses, launch configs through the real manifest, and the SLURM test cluster."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import yaml
+
+if TYPE_CHECKING:
+    from launcher.backends.base import RunSpec
+    from launcher.sweep import Sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
@@ -74,3 +86,121 @@ def tiny_model(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def _encoded_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the user's encoding cache."""
     monkeypatch.setenv("TK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "encoded-cache"))
+
+
+# --- trainer configs and subprocesses -------------------------------------------------------------------------
+
+
+def write_config(path: Path, **sections: object) -> Path:
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def small_run(tmp: Path, model: Path, data: Path, **extra: object) -> dict:
+    """A run config small enough for CPU: 6 steps, 4 eval examples per task; `extra` are `key=value` overrides."""
+    from trainer.config import apply_overrides
+
+    cfg: dict = {
+        "name": "t",
+        "model": {"name_or_path": str(model)},
+        "data": {"root": str(data), "max_instances_per_task": 16, "max_instances_per_eval_task": 4,
+                 "max_source_length": 128},
+        "optim": {"lr": 1e-3, "max_steps": 6, "per_device_batch_size": 4, "grad_accum": 2},
+        "eval": {"batch_size": 16, "max_new_tokens": 8},
+        "checkpoint": {"every_steps": 1000, "save_final_model": True},
+        "logging": {"every_steps": 1, "progress": False},
+        "output_dir": str(tmp / "run"),
+    }
+    for key, value in extra.items():
+        cfg = apply_overrides(cfg, [f"{key}={value}"])
+    return cfg
+
+
+def trainer_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", *args]
+
+
+def run_trainer(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(trainer_cmd(*args), cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=1800)
+
+
+def read_log(run: Path) -> list[dict]:
+    import orjson
+
+    return [orjson.loads(line) for line in (run / "train_log.jsonl").read_bytes().splitlines()]
+
+
+# --- the launcher's side -------------------------------------------------------------------------------------
+
+
+def launch_specs(sweep: Sweep, root: Path) -> list[RunSpec]:
+    """Each run's launch config written the way `submit` writes it (the real manifest), and its RunSpec."""
+    from launcher.manifest import Manifest
+
+    manifest = Manifest(root, sweep)
+    return [manifest.write_launch_config(r) for r in sweep.runs]
+
+
+# --- the SLURM test cluster (scripts/slurm_cluster.sh start; SLURM_CONF set) ----------------------------------
+
+
+def cluster_reason() -> str | None:
+    """Why no SLURM cluster answers here, or None when one does."""
+    if not os.environ.get("SLURM_CONF"):
+        return "SLURM_CONF is not set (start one with scripts/slurm_cluster.sh start)"
+    if shutil.which("sinfo") is None:
+        return "sinfo not found"
+    try:
+        ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return None if ok else "sinfo does not answer (is the cluster up? scripts/slurm_cluster.sh status)"
+
+
+@pytest.fixture
+def cluster() -> None:
+    reason = cluster_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second, real cluster of two virtual nodes on this machine (scripts/slurm_cluster.sh, TK_SLURM_NODES=2)."""
+    reason = cluster_reason()
+    if reason:
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("slurm2")
+    env = {**os.environ, "TK_SLURM_DIR": str(state), "TK_SLURM_NODES": "2"}
+    script = str(REPO / "scripts" / "slurm_cluster.sh")
+    up = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield str(state / "slurm.conf")
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
+
+
+def prebuild_tiny_model() -> None:
+    """The default data's tiny model, built once here rather than by several jobs at once."""
+    from ni.synthetic import ensure_default_data
+    from trainer.hf import resolve_model_path
+
+    resolve_model_path("tiny", str(ensure_default_data()))
+
+
+def start_requeued_soon(job_id: str, timeout: float = 120) -> None:
+    """SLURM holds a requeued job back (BeginTime ~2 minutes on); once it is PENDING again, start it in a few
+    seconds instead. Not at once: slurmd revokes the old attempt's credential, and a relaunch of the same job id
+    within that second fails ("Killing non-startable batch JobId=N: Job credential revoked") and ends the job
+    FAILED -- the flake seen before, a race in how the tests hurried SLURM, not in the launcher."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        raw = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+        if raw.strip() == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5"], capture_output=True,
+                           check=True)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not become PENDING again within {timeout:.0f}s")

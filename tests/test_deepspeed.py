@@ -44,7 +44,7 @@ def test_zero2_and_zero3_with_two_ranks_train_checkpoint_resume_and_predict(tmp_
     get different batch counts). ZeRO-2 and ZeRO-3 end with the same model and predictions."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from tests.test_trainer import small_run, write_config
+    from tests.conftest import small_run, write_config
 
     data = odd_test_set(tmp_path, embedded)
     runs = {}
@@ -113,7 +113,7 @@ def test_zero3_prediction_with_uneven_shards_finishes_like_one_rank(tmp_path: Pa
                                                                      embedded: Path) -> None:
     """9 examples, 2 ZeRO-3 ranks, batch 2: rank 0 has 3 batches, rank 1 only 2. Rank 1 must still run the third
     forward pass (a dummy row), or rank 0 waits forever for its parameter all-gather."""
-    from tests.test_trainer import run_trainer, small_run, write_config
+    from tests.conftest import run_trainer, small_run, write_config
 
     data = odd_test_set(tmp_path, embedded)
     common = {"do_train": "false", "data.max_instances_per_eval_task": 3, "eval.batch_size": 2,

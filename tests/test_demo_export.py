@@ -24,8 +24,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.test_trainer import small_run, write_config
+from tests.conftest import REPO, small_run, write_config
 
 DEFINITION = "Return the currency of the given country."
 EXAMPLES = [{"input": "Japan", "output": "Yen"}, {"input": "France", "output": "Euro"}]

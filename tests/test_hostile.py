@@ -61,7 +61,7 @@ def test_a_retry_never_uses_predictions_kept_for_other_examples(tmp_path: Path, 
                                                                 embedded: Path) -> None:
     """A failed attempt's kept predictions, made for another example set, are dropped with one line: the retry's
     predictions are those of a run that never failed."""
-    from tests.test_trainer import small_run, write_config
+    from tests.conftest import small_run, write_config
 
     runs = {}
     for name in ("a", "b"):
@@ -183,7 +183,7 @@ def test_bad_run_configs_are_one_line(tmp_path: Path) -> None:
 
 
 def test_fp16_with_t5_is_refused_before_the_model_loads(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
-    from tests.test_trainer import small_run, write_config
+    from tests.conftest import small_run, write_config
 
     cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded, precision="fp16"))
     (tiny_model / "model.safetensors").rename(tiny_model / "model.safetensors.away")  # loading weights would fail
@@ -543,7 +543,7 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
     import signal
     import time
 
-    from tests.test_slurm import _cluster_reason
+    from tests.conftest import cluster_reason
 
     conf, sweep, runs, env, r = _submit_two_slow_runs_on_slurm(tmp_path, "outage", 200)
     assert r.returncode == 0 and "Next: python -m launcher logs" in r.stdout, r.stdout + r.stderr
@@ -563,7 +563,7 @@ def test_slurmctld_down_during_submit_starts_nothing_twice(tmp_path: Path) -> No
     finally:
         subprocess.run(["slurmctld", "-f", str(conf)], check=True)
         deadline = time.time() + 60
-        while time.time() < deadline and _cluster_reason():
+        while time.time() < deadline and cluster_reason():
             time.sleep(1)
     try:
         r = cli("launcher", "status", str(sweep), "--runs-root", str(runs), env=env)
@@ -684,7 +684,7 @@ def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
     import signal
     import time
 
-    from tests.test_slurm import _cluster_reason
+    from tests.conftest import cluster_reason
 
     conf, sweep, runs, env, r = _submit_two_slow_runs_on_slurm(tmp_path, "lgout", 2000)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -725,7 +725,7 @@ def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
         assert summary.poll() is None and one.poll() is None, (summary_out.read_text(), one_out.read_text())
         subprocess.run(["slurmctld", "-f", str(conf)], check=True)
         restarted = True
-        wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+        wait_until(lambda: cluster_reason() is None, 60, "slurmctld back")
         wait_until(lambda: b"slurm answers again" in one_out.read_bytes(), 300, "the follower seeing the job again")
         r = cli("launcher", "cancel", str(sweep), "--runs-root", str(runs), env=env)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -734,7 +734,7 @@ def test_slurmctld_down_while_following_logs(tmp_path: Path) -> None:
     finally:
         if not restarted:
             subprocess.run(["slurmctld", "-f", str(conf)], check=False)
-            wait_until(lambda: _cluster_reason() is None, 60, "slurmctld back")
+            wait_until(lambda: cluster_reason() is None, 60, "slurmctld back")
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
@@ -786,7 +786,7 @@ def test_a_stop_signal_while_the_model_loads_is_kept_not_fatal(tmp_path: Path, t
     """SLURM's USR2 (or a SIGTERM) arriving while the trainer is still loading: the handlers are installed before
     anything slow, so the trainer does not die of the signal's default action; it stops at its first step with a
     checkpoint, says preempted and exits 75 (requeued and resumed)."""
-    from tests.test_trainer import small_run, write_config
+    from tests.conftest import small_run, write_config
 
     cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
     code = ("import os, signal, sys\nimport trainer.run as R\nreal = R.resolve_model_path\n"
@@ -804,7 +804,7 @@ def test_a_stop_signal_while_the_model_loads_is_kept_not_fatal(tmp_path: Path, t
 def test_enospc_while_checkpointing_ends_failed_in_one_line(full_disk: Path, tiny_model: Path, embedded: Path) -> None:
     """The real trainer, its run directory on a 64 KiB tmpfs: the first checkpoint fills the disk. One line, exit 2,
     status.json says failed (never 'running'), and no checkpoint counts as complete."""
-    from tests.test_trainer import small_run, write_config
+    from tests.conftest import small_run, write_config
 
     cfg = small_run(full_disk, tiny_model, embedded, **{"checkpoint.every_steps": 2, "optim.max_steps": 4,
                                                         "checkpoint.save_final_model": False})
@@ -874,12 +874,12 @@ def _submit_two_slow_runs_on_slurm(tmp_path: Path, name: str, max_steps: int
                                    ) -> tuple[Path, Path, Path, dict[str, str], subprocess.CompletedProcess[str]]:
     """Two slowed-down tiny runs submitted to the real cluster with --no-wait (skips without a cluster):
     (slurm.conf, the sweep file, the runs root, the env used, the submit's result)."""
-    from tests.test_slurm import _cluster_reason, _prebuild_tiny_model
+    from tests.conftest import cluster_reason, prebuild_tiny_model
 
-    reason = _cluster_reason()
+    reason = cluster_reason()
     if reason:
         pytest.skip(reason)
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     conf = Path(os.environ["SLURM_CONF"])
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"name: {name}\nbase: {REPO}/trainer/configs/tiny-cpu.yaml\n"

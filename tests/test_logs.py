@@ -22,8 +22,7 @@ from launcher import logs as L
 from launcher.backends.base import Job
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep, load_sweep
-from tests.conftest import REPO
-from tests.test_slurm import _cluster_reason, _prebuild_tiny_model, start_requeued_soon
+from tests.conftest import REPO, cluster_reason, prebuild_tiny_model, start_requeued_soon
 
 
 def launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -269,10 +268,10 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_slurm_logs_on_a_real_cluster_across_a_requeue(tmp_path: Path) -> None:
-    reason = _cluster_reason()
+    reason = cluster_reason()
     if reason:
         pytest.skip(reason)
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     p = sweep_file(tmp_path, f"name: slog\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"
                    "resources: {cpus: 1, memory: 3G, time: '00:15:00'}\n"
                    "set: {data.max_instances_per_task: 20, data.max_instances_per_eval_task: 2, "

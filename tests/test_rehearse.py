@@ -16,7 +16,6 @@ import pytest
 from launcher.rehearse import STEPS, Result, check_run, prepare, toy_config
 from launcher.sweep import load_sweep
 from tests.conftest import REPO
-from tests.test_slurm import two_node_cluster  # noqa: F401 (a fixture)
 
 
 @pytest.mark.parametrize("name", ["encodings", "models", "lr_batch", "instances", "num_tasks"])
@@ -112,9 +111,9 @@ def test_rehearse_on_slurm_two_gpus_preempted_by_usr2_resumes(tmp_path: Path) ->
     """gpus: 2 -> one SLURM job on the stand-in GPUs, 2 ranks; USR2 after a checkpoint, submitit requeues, it
     resumes, finishes, predicts: the same checks as the local rehearsal. The sweep is written for a cluster with a
     `gpu` partition; `--partition debug` rehearses it on this one."""
-    from tests.test_slurm import _cluster_reason
+    from tests.conftest import cluster_reason
 
-    if reason := _cluster_reason():
+    if reason := cluster_reason():
         pytest.skip(reason)
     line, folder = _rehearse_on_slurm(tmp_path, "gpus: 2", dict(os.environ),
                                       "backend: {slurm: {partition: gpu}}\n", ["--partition", "debug"])
@@ -125,7 +124,7 @@ def test_rehearse_on_slurm_two_gpus_preempted_by_usr2_resumes(tmp_path: Path) ->
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_rehearse_on_slurm_two_nodes_preempted_by_usr2_resumes(tmp_path: Path, two_node_cluster: str) -> None:  # noqa: F811
+def test_rehearse_on_slurm_two_nodes_preempted_by_usr2_resumes(tmp_path: Path, two_node_cluster: str) -> None:
     """nodes: 2 x gpus: 1 on a cluster of two virtual nodes: one job of two tasks, world size 2, requeued, resumed."""
     line, _ = _rehearse_on_slurm(tmp_path, "nodes: 2, gpus: 1", {**os.environ, "SLURM_CONF": two_node_cluster})
     assert "world 2/2" in line and "nodes 2x1" in line and "eff.batch 8" in line, line
@@ -158,9 +157,9 @@ def test_rehearse_on_slurm_checks_the_backend_settings_before_writing(tmp_path: 
 
 @pytest.mark.slurm
 def test_rehearse_on_slurm_a_refused_job_is_one_failed_line(tmp_path: Path) -> None:
-    from tests.test_slurm import _cluster_reason
+    from tests.conftest import cluster_reason
 
-    if reason := _cluster_reason():
+    if reason := cluster_reason():
         pytest.skip(reason)
     sweep = tmp_path / "nopart.yaml"
     sweep.write_text(f"name: nopart\nbase: {REPO / 'trainer' / 'configs' / 'tiny-cpu.yaml'}\n"

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,10 @@ from submitit.core.utils import DelayedSubmission
 
 from launcher.backends.base import BackendUnavailable, Job, RunSpec
 from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
-from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, launch_specs, prebuild_tiny_model, start_requeued_soon
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 TINY = REPO / "trainer" / "configs" / "tiny-cpu.yaml"
@@ -39,18 +38,6 @@ def make_sweep(tmp: Path, text: str, name: str = "sweep.yaml") -> Sweep:
     path = tmp / name
     path.write_text(f"base: {TINY}\n" + text)
     return load_sweep(path)
-
-
-def specs_for(sweep: Sweep, root: Path) -> list[RunSpec]:
-    return [Manifest(root, sweep).spec(r) for r in sweep.runs]
-
-
-def write_launch(specs: Sequence[RunSpec]) -> None:
-    """What the launcher's manifest does: the resolved config with output_dir = the run directory."""
-    for s in specs:
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = s.run.config.model_copy(update={"output_dir": str(s.run_dir)})
-        s.config_path.write_text(cfg.to_yaml())
 
 
 def normalize(text: str, root: Path) -> str:
@@ -88,7 +75,7 @@ backend:
 
 def test_render_cpu_sweep_one_array(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path, CPU4)
-    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    rendered = SlurmBackend().render(sweep, launch_specs(sweep, tmp_path / "runs"))
     assert list(rendered) == ["sbatch-0.sh"]
     assert "#SBATCH --array=0-3%2" in rendered["sbatch-0.sh"]
     check_golden(rendered, tmp_path / "runs", "cpu4")
@@ -105,7 +92,7 @@ backend:
     container: {kind: pyxis, image: "nvcr.io#org/tk:1", mounts: ["/data:/data:ro"]}
 """)
     root = tmp_path / "runs"
-    specs = specs_for(sweep, root)
+    specs = launch_specs(sweep, root)
     be = SlurmBackend()
     rendered = be.render(sweep, specs)
     text = rendered["sbatch-0.sh"]
@@ -135,7 +122,7 @@ backend: {slurm: {container: {kind: pyxis, image: "nvcr.io#org/tk:1", mounts: ["
         SlurmBackend().check(sweep)
     sweep = make_sweep(tmp_path, "name: comma\nbackend: {slurm: {container: {kind: pyxis, image: tk}}}\n")
     with pytest.raises(ConfigError, match="a path with a comma cannot be mounted"):
-        SlurmBackend().job_callable(sweep, sweep.runs[0].resources, specs_for(sweep, tmp_path / "a,b"))
+        SlurmBackend().job_callable(sweep, sweep.runs[0].resources, launch_specs(sweep, tmp_path / "a,b"))
 
 
 def test_pyxis_wrapper_forwards_usr2_to_the_step_but_never_sigterm(tmp_path: Path,
@@ -193,7 +180,7 @@ backend:
     container: {kind: apptainer, image: /images/tk.sif, mounts: ["/data:/data"]}
 """)
     root = tmp_path / "runs"
-    specs = specs_for(sweep, root)
+    specs = launch_specs(sweep, root)
     be = SlurmBackend()
     check_golden(be.render(sweep, specs), root, "apptainer")
     job = be.job_callable(sweep, specs[0].run.resources, specs)
@@ -210,7 +197,7 @@ resources: {gpus: 4, nodes: 2, cpus: 16, memory: 64G, time: "02:00:00"}
 backend: {slurm: {partition: gpu}}
 """)
     root = tmp_path / "runs"
-    specs = specs_for(sweep, root)
+    specs = launch_specs(sweep, root)
     be = SlurmBackend()
     rendered = be.render(sweep, specs)
     text = rendered["sbatch-0.sh"]
@@ -231,8 +218,7 @@ def test_metacharacters_stay_one_argument(tmp_path: Path) -> None:
 set: {{model.name_or_path: "{nasty}"}}
 resources: {{cpus: 1, memory: 1G, time: "00:05:00"}}
 """)
-    specs = specs_for(sweep, root)
-    write_launch(specs)
+    specs = launch_specs(sweep, root)
     be = SlurmBackend()
     job = be.job_callable(sweep, specs[0].run.resources, specs)
     delayed = pickle.loads(pickle.dumps(DelayedSubmission(job, str(specs[0].config_path))))
@@ -258,7 +244,7 @@ resources: {{cpus: 1, memory: 1G, time: "00:05:00"}}
 def test_misspelled_parameter_rejected_with_valid_names(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path, CPU4)
     with pytest.raises(ValueError, match="partitoin") as e:
-        SlurmBackend(extra_parameters={"partitoin": "x"}).render(sweep, specs_for(sweep, tmp_path / "runs"))
+        SlurmBackend(extra_parameters={"partitoin": "x"}).render(sweep, launch_specs(sweep, tmp_path / "runs"))
     assert "Valid parameters are" in str(e.value) and "partition" in str(e.value).split("Valid")[1]
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"name: bad\nbase: {TINY}\nbackend:\n  slurm:\n    partitoin: x\n")
@@ -273,7 +259,7 @@ seeds: [1, 2, 3, 4, 5]
 resources: {cpus: 1, memory: 1G, time: "00:05:00"}
 backend: {slurm: {max_array_size: 2}}
 """)
-    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    rendered = SlurmBackend().render(sweep, launch_specs(sweep, tmp_path / "runs"))
     assert list(rendered) == ["sbatch-0.sh", "sbatch-1.sh", "sbatch-2.sh"]
     assert "#SBATCH --array=0-1%2" in rendered["sbatch-0.sh"] and "#SBATCH --array=0-1%2" in rendered["sbatch-1.sh"]
     assert "--array" not in rendered["sbatch-2.sh"]
@@ -287,7 +273,7 @@ variants:
   - {name: small2, set: {seed: 3}}
 resources: {cpus: 1, memory: 1G, time: "00:05:00"}
 """)
-    rendered = SlurmBackend().render(sweep, specs_for(sweep, tmp_path / "runs"))
+    rendered = SlurmBackend().render(sweep, launch_specs(sweep, tmp_path / "runs"))
     assert len(rendered) == 2
     assert "#SBATCH --array=0-1%2" in rendered["sbatch-0.sh"] and "--cpus-per-task=8" in rendered["sbatch-1.sh"]
 
@@ -337,42 +323,7 @@ def test_status_squeue_then_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 # --- a real cluster ----------------------------------------------------------------------------------------
 
 
-def _cluster_reason() -> str | None:
-    if not os.environ.get("SLURM_CONF"):
-        return "SLURM_CONF is not set (start one with scripts/slurm_cluster.sh start)"
-    if shutil.which("sinfo") is None:
-        return "sinfo not found"
-    try:
-        ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return None if ok else "sinfo does not answer (is the cluster up? scripts/slurm_cluster.sh status)"
-
-
-def start_requeued_soon(job_id: str, timeout: float = 120) -> None:
-    """SLURM holds a requeued job back (BeginTime ~2 minutes on); once it is PENDING again, start it in a few
-    seconds instead. Not at once: slurmd revokes the old attempt's credential, and a relaunch of the same job id
-    within that second fails ("Killing non-startable batch JobId=N: Job credential revoked") and ends the job
-    FAILED -- the flake seen before, a race in how the tests hurried SLURM, not in the launcher."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        raw = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
-        if raw.strip() == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5"], capture_output=True,
-                           check=True)
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not become PENDING again within {timeout:.0f}s")
-
-
 slurm = pytest.mark.slurm
-
-
-@pytest.fixture
-def cluster() -> None:
-    reason = _cluster_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 TINY_RUN = """resources: {cpus: 1, memory: 3G, time: "00:15:00"}
@@ -385,13 +336,6 @@ set:
   eval.max_new_tokens: 4
   logging.every_steps: 1
 """
-
-
-def _prebuild_tiny_model() -> None:
-    from ni.synthetic import ensure_default_data
-    from trainer.hf import resolve_model_path
-
-    resolve_model_path("tiny", str(ensure_default_data()))  # once here, not in four jobs at once
 
 
 def _wait(be: SlurmBackend, jobs: Sequence[Job], timeout: float, until: Sequence[str] = ("completed",)) -> dict:
@@ -411,13 +355,12 @@ def _logs(folder: Path) -> str:
 
 @slurm
 def test_cluster_array_of_four(tmp_path: Path, cluster: None) -> None:
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     sweep = make_sweep(tmp_path, "name: four\ngrid: {data.train_encoding: [instruct_input, tk_instruct]}\n"
                                  "seeds: [1, 2]\n" + TINY_RUN + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
     root = tmp_path / "runs"
-    specs = specs_for(sweep, root)
+    specs = launch_specs(sweep, root)
     assert len(specs) == 4
-    write_launch(specs)
     be = SlurmBackend()
     t0 = time.time()
     jobs = be.submit(sweep, specs)
@@ -447,15 +390,14 @@ def _steps(run_dir: Path) -> list[dict]:
 def test_cluster_preempted_run_requeues_and_resumes(tmp_path: Path, cluster: None, how: str) -> None:
     """USR2: SLURM's notice before a preemption or time limit, submitit requeues; `scontrol requeue`: SLURM sends
     SIGTERM and requeues the job itself. Either way the run resumes and ends as an uninterrupted one."""
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     body = TINY_RUN + "  optim.max_steps: 24\n  checkpoint.every_steps: 8\n  seed: 3\n"
     slow = make_sweep(tmp_path, "name: preempt\n" + body +
                       "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.5']}}\n", "slow.yaml")
     ref = make_sweep(tmp_path, "name: reference\n" + body, "ref.yaml")
     root = tmp_path / "runs"
-    (spec,), (ref_spec,) = specs_for(slow, root), specs_for(ref, root)
+    (spec,), (ref_spec,) = launch_specs(slow, root), launch_specs(ref, root)
     assert spec.run.run_id == ref_spec.run.run_id  # the same config
-    write_launch([spec, ref_spec])
     be = SlurmBackend()
     t0 = time.time()
     (job,) = be.submit(slow, [spec])
@@ -532,23 +474,6 @@ def test_wrapper_requeues_when_the_trainer_dies_of_the_forwarded_signal(monkeypa
     assert calls == [signal.SIGUSR2]
 
 
-@pytest.fixture(scope="module")
-def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second, real cluster of two virtual nodes on this machine (scripts/slurm_cluster.sh, TK_SLURM_NODES=2)."""
-    reason = _cluster_reason()
-    if reason:
-        pytest.skip(reason)
-    state = tmp_path_factory.mktemp("slurm2")
-    env = {**os.environ, "TK_SLURM_DIR": str(state), "TK_SLURM_NODES": "2"}
-    script = str(REPO / "scripts" / "slurm_cluster.sh")
-    up = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert up.returncode == 0, up.stderr[-3000:]
-        yield str(state / "slurm.conf")
-    finally:
-        subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
-
-
 def _assert_one_complete_run(run_dir: Path, world_size: int, logs: str) -> None:
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed" and status["world_size"] == world_size, f"{status}\n{logs}"
@@ -563,7 +488,7 @@ def _assert_one_complete_run(run_dir: Path, world_size: int, logs: str) -> None:
 def test_cluster_two_gpus_train_as_world_size_two(tmp_path: Path, cluster: None) -> None:
     """gpus: 2 on one node -> --gpus-per-node=2 scheduled on the cluster's stand-in GPUs, one task running a
     torch.distributed.run agent with 2 ranks (gloo on CPU here): one run of world size 2."""
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twogpu\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
     spec, job, states, logs = _submit_one_and_wait(sweep, tmp_path / "runs", 420, "gpus: 2 run on SLURM")
@@ -581,7 +506,7 @@ def test_cluster_two_nodes_train_as_one_run(tmp_path: Path, two_node_cluster: st
     monkeypatch.setenv("SLURM_CONF", two_node_cluster)
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()
     assert sorted(nodes) == ["n1", "n2"]
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 2, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: twonode\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n")
     spec, job, states, logs = _submit_one_and_wait(sweep, tmp_path / "runs", 600, "nodes: 2 x gpus: 2 run on SLURM")
@@ -628,7 +553,7 @@ backend:
     gres_style: gres
     additional_parameters: {exclusive: true, exclude: "node[1-2]", mail_type: END}
 """)
-    specs = specs_for(sweep, tmp_path / "runs")
+    specs = launch_specs(sweep, tmp_path / "runs")
     be = SlurmBackend()
     text = be.render(sweep, specs)["sbatch-0.sh"]
     for line in ("#SBATCH --signal=USR2@300", "#SBATCH --wckey=tk", "#SBATCH --gres=gpu:4", "#SBATCH --exclusive",
@@ -638,7 +563,7 @@ backend:
     job = be.job_callable(sweep, specs[0].run.resources, specs)
     assert "--shutdown_timeout=300" in job.argv("/r/l.yaml", rdzv=Rendezvous("h", 1))
     default = make_sweep(tmp_path, "name: d\nresources: {gpus: 4}\n", "d.yaml")
-    text = be.render(default, specs_for(default, tmp_path / "runs"))["sbatch-0.sh"]
+    text = be.render(default, launch_specs(default, tmp_path / "runs"))["sbatch-0.sh"]
     assert "#SBATCH --signal=USR2@120" in text and "#SBATCH --gpus-per-node=4" in text and "--wckey=''" in text
 
 
@@ -773,13 +698,12 @@ def test_cluster_pyxis_trainer_without_scontrol_is_requeued_by_the_host_wrapper(
     `scontrol requeue` sends SIGTERM, which the wrapper never forwards to the step's srun: see
     test_pyxis_wrapper_forwards_usr2_to_the_step_but_never_sigterm; on the cluster that path is the one of
     test_cluster_preempted_run_requeues_and_resumes.)"""
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     backend, log = _pyxis_stand_in(tmp_path, "export TK_DEBUG_STEP_DELAY=0.5")
     sweep = make_sweep(tmp_path, "name: pyxis\n" + TINY_RUN + "  optim.max_steps: 16\n  checkpoint.every_steps: 4\n"
                        + backend)
     root = tmp_path / "runs"
-    (spec,) = specs_for(sweep, root)
-    write_launch([spec])
+    (spec,) = launch_specs(sweep, root)
     be = SlurmBackend()
     t0 = time.time()
     (job,) = be.submit(sweep, [spec])
@@ -861,7 +785,7 @@ def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_clus
     """pyxis (stood in for, FAKE_PYXIS) with nodes: 2, gpus: 1: each node's host-side wrapper starts the trainer's
     step on its own node (--nodelist), sharing the job's GPU there (--overlap): one run of world size 2."""
     monkeypatch.setenv("SLURM_CONF", two_node_cluster)
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     backend, log = _pyxis_stand_in(tmp_path)
     run = TINY_RUN.replace("resources: {cpus: 1,", "resources: {nodes: 2, gpus: 1, cpus: 1,")
     sweep = make_sweep(tmp_path, "name: pyxis2\n" + run + "  optim.max_steps: 4\n  checkpoint.every_steps: 2\n"
@@ -879,7 +803,7 @@ def test_cluster_pyxis_two_nodes_one_step_per_node(tmp_path: Path, two_node_clus
 def test_cluster_make_sweep_waits_then_pulls_and_reports(tmp_path: Path, cluster: None) -> None:
     """The front door on SLURM: `make sweep` returns when the sweep has ended, then pulls and reports (exit 0);
     NO_WAIT=1 returns at once with the next command."""
-    _prebuild_tiny_model()
+    prebuild_tiny_model()
     sweep = tmp_path / "front.yaml"
     sweep.write_text(f"name: front\nbase: {TINY}\n" + TINY_RUN + "  optim.max_steps: 2\nseeds: [1]\n")
     runs = tmp_path / "runs"
@@ -900,8 +824,7 @@ def test_cluster_make_sweep_waits_then_pulls_and_reports(tmp_path: Path, cluster
 
 def _submit_one_and_wait(sweep: Sweep, root: Path, timeout: float, what: str) -> tuple[RunSpec, Job, dict[str, str], str]:
     """Submit the sweep's one run to the cluster and wait for its end: (spec, job, end states, the job's logs)."""
-    (spec,) = specs_for(sweep, root)
-    write_launch([spec])
+    (spec,) = launch_specs(sweep, root)
     be = SlurmBackend()
     t0 = time.time()
     (job,) = be.submit(sweep, [spec])

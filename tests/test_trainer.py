@@ -14,41 +14,9 @@ import pytest
 import yaml
 
 from ni.errors import ConfigError
-from tests.conftest import REPO
-from trainer.config import apply_overrides, load_config, validate_config
+from tests.conftest import REPO, read_log, run_trainer, small_run, trainer_cmd, write_config
+from trainer.config import load_config, validate_config
 from trainer.run import resolve_precision
-
-
-def write_config(path: Path, **sections: object) -> Path:
-    path.write_text(yaml.safe_dump(sections))
-    return path
-
-
-def small_run(tmp: Path, model: Path, data: Path, **extra: object) -> dict:
-    cfg: dict = {
-        "name": "t",
-        "model": {"name_or_path": str(model)},
-        "data": {"root": str(data), "max_instances_per_task": 16, "max_instances_per_eval_task": 4,
-                 "max_source_length": 128},
-        "optim": {"lr": 1e-3, "max_steps": 6, "per_device_batch_size": 4, "grad_accum": 2},
-        "eval": {"batch_size": 16, "max_new_tokens": 8},
-        "checkpoint": {"every_steps": 1000, "save_final_model": True},
-        "logging": {"every_steps": 1, "progress": False},
-        "output_dir": str(tmp / "run"),
-    }
-    for key, value in extra.items():
-        cfg = apply_overrides(cfg, [f"{key}={value}"])
-    return cfg
-
-
-def trainer_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trainer", *args]
-
-
-def run_trainer(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(trainer_cmd(*args), cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=1800)
-
 
 # --- config -------------------------------------------------------------------------------------------
 
@@ -103,10 +71,6 @@ def test_not_a_seq2seq_model_and_missing_data_root(tmp_path: Path, tiny_model: P
 
 
 # --- runs ---------------------------------------------------------------------------------------------
-
-
-def read_log(run: Path) -> list[dict]:
-    return [orjson.loads(line) for line in (run / "train_log.jsonl").read_bytes().splitlines()]
 
 
 @pytest.mark.slow

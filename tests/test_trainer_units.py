@@ -16,7 +16,7 @@ import yaml
 
 from ni.data import require_split
 from ni.errors import ConfigError
-from tests.test_trainer import REPO, read_log, small_run, write_config
+from tests.conftest import REPO, read_log, small_run, write_config
 from trainer.config import RunConfig, apply_overrides, validate_config
 from trainer.dataset import collate, encode_split, epoch_batches, pick_labels
 from trainer.rundir import OWNER_FILE, RunDir
