@@ -142,6 +142,17 @@ def launch_specs(sweep: Sweep, root: Path) -> list[RunSpec]:
     return [manifest.write_launch_config(r) for r in sweep.runs]
 
 
+def tiny_sweep(path: Path, data: Path, name: str, steps: int = 2, instances: int = 4, more: str = "") -> Path:
+    """A sweep of tiny-model runs on `data` (the embedded dataset) that a CPU trains in seconds; `more`: YAML
+    appended (grid, backend, ...)."""
+    path.write_text(
+        f"name: {name}\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {data}, "
+        f"max_instances_per_task: {instances}, max_instances_per_eval_task: 2, max_source_length: 96}}\n"
+        f"  optim: {{max_steps: {steps}, per_device_batch_size: 4}}\n  eval: {{max_new_tokens: 4}}\n"
+        "  checkpoint: {every_steps: 1000}\n  logging: {progress: false, every_steps: 1}\n" + more)
+    return path
+
+
 # --- the SLURM test cluster (scripts/slurm_cluster.sh start; SLURM_CONF set) ----------------------------------
 
 

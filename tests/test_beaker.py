@@ -439,12 +439,18 @@ def test_preemptible_training_without_weka_warns_once(tmp_path: Path, capsys: py
 # --- job lifecycle through the fake ---------------------------------------------------------------------
 
 
+def submit_through_fake(sweep: Sweep, specs: list[RunSpec], scripts: dict[str, str]
+                        ) -> tuple[FakeBeakerClient, BeakerBackend, list[Job]]:
+    """Submit to a fake Beaker whose jobs follow `scripts` (run id -> what happens to its job)."""
+    fake = FakeBeakerClient(scripts)
+    backend = BeakerBackend(client=fake)
+    return fake, backend, backend.submit(sweep, specs)
+
+
 def test_end_to_end_through_fake(single: tuple[Sweep, list[RunSpec]]) -> None:
     sweep, specs = single
     ok, bad, resumed = (rs.run.run_id for rs in specs)
-    fake = FakeBeakerClient({ok: "succeed", bad: "fail", resumed: "preempt-then-succeed"})
-    backend = BeakerBackend(client=fake)
-    jobs = backend.submit(sweep, specs)
+    fake, backend, jobs = submit_through_fake(sweep, specs, {ok: "succeed", bad: "fail", resumed: "preempt-then-succeed"})
     assert [j.run_id for j in jobs] == [ok, bad, resumed]
     assert [c.name for c in fake.created] == [f"bk-single-{r}" for r in (ok, bad, resumed)]
     assert all(c.workspace == "ai2/tk-instruct" for c in fake.created)
@@ -482,9 +488,7 @@ def test_preempted_run_resumes_from_its_weka_checkpoint(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path, with_weka(SINGLE))
     specs = run_specs(sweep, tmp_path / "runs")
     resumed, stopped, plain = (rs.run.run_id for rs in specs)
-    fake = FakeBeakerClient({resumed: "preempt-then-succeed", stopped: "preempt", plain: "succeed"})
-    backend = BeakerBackend(client=fake)
-    jobs = backend.submit(sweep, specs)
+    fake, backend, jobs = submit_through_fake(sweep, specs, {resumed: "preempt-then-succeed", stopped: "preempt", plain: "succeed"})
     assert list(backend.status(jobs).values()) == ["completed", "preempted", "completed"]
 
     def results(job: BeakerJob) -> dict[str, bytes]:
@@ -522,9 +526,7 @@ def test_preempted_run_resumes_from_its_weka_checkpoint(tmp_path: Path) -> None:
 def test_status_mapping_of_unfinished_and_cancelled(single: tuple[Sweep, list[RunSpec]]) -> None:
     sweep, specs = single
     a, b, c = (rs.run.run_id for rs in specs)
-    fake = FakeBeakerClient({a: "running", b: "queued", c: "preempt"})
-    backend = BeakerBackend(client=fake)
-    jobs = backend.submit(sweep, specs)
+    fake, backend, jobs = submit_through_fake(sweep, specs, {a: "running", b: "queued", c: "preempt"})
     assert backend.status(jobs) == {jobs[0].job_id: "running", jobs[1].job_id: "pending",
                                     jobs[2].job_id: "preempted"}
     backend.pull(jobs[0], specs[0].run_dir)  # a running job's results so far

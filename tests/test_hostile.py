@@ -14,7 +14,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_sweep
 from trainer.rundir import LOCK_FILE, PARTIAL_IDENTITY, PARTIAL_PREDICTIONS, RunDir
 
 if TYPE_CHECKING:
@@ -297,14 +297,8 @@ def test_a_run_directory_is_run_by_one_process(tmp_path: Path) -> None:
 
 
 def _small_sweep(tmp_path: Path, embedded: Path, name: str, steps: int = 2, parallel: int = 2) -> Path:
-    sweep = tmp_path / f"{name}.yaml"
-    sweep.write_text(
-        f"name: {name}\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 4,"
-        " max_instances_per_eval_task: 2, max_source_length: 96}\n"
-        f"  optim: {{max_steps: {steps}, per_device_batch_size: 4}}\n  eval: {{max_new_tokens: 4}}\n"
-        "  checkpoint: {every_steps: 1000}\n  logging: {progress: false, every_steps: 1}\n"
-        f"grid:\n  seed: [1, 2]\nbackend:\n  local: {{parallel: {parallel}}}\n")
-    return sweep
+    return tiny_sweep(tmp_path / f"{name}.yaml", embedded, name, steps,
+                      more=f"grid:\n  seed: [1, 2]\nbackend:\n  local: {{parallel: {parallel}}}\n")
 
 
 def _attempts(run_dir: Path) -> int:

@@ -17,7 +17,7 @@ import yaml
 from launcher.manifest import Manifest
 from launcher.sweep import load_sweep
 from ni.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_sweep
 from trainer.config import load_config
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -143,11 +143,7 @@ def run_launcher(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[st
 
 @pytest.mark.slow
 def test_local_submission_is_idempotent(tmp_path: Path, embedded: Path) -> None:
-    text = (f"name: idem\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 4,"
-            " max_instances_per_eval_task: 2, max_source_length: 96}\n"
-            "  optim: {max_steps: 2, per_device_batch_size: 4}\n  eval: {max_new_tokens: 4}\n"
-            "  logging: {progress: false}\ngrid:\n  seed: [1, 2]\n")
-    sweep_file = write(tmp_path, text)
+    sweep_file = tiny_sweep(tmp_path / "s.yaml", embedded, "idem", more="grid:\n  seed: [1, 2]\n")
     runs = tmp_path / "runs"
     r = run_launcher("submit", str(sweep_file), "--runs-root", str(runs))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -221,11 +217,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
 def test_ctrl_c_stops_local_runs_cleanly_and_they_resume(tmp_path: Path, embedded: Path) -> None:
     import signal
 
-    text = (f"name: intr\nbase:\n  model: {{name_or_path: tiny}}\n  data: {{root: {embedded}, max_instances_per_task: 8,"
-            " max_instances_per_eval_task: 2, max_source_length: 96}\n"
-            "  optim: {max_steps: 30, per_device_batch_size: 4}\n  eval: {max_new_tokens: 4}\n"
-            "  checkpoint: {every_steps: 1000}\n  logging: {progress: false, every_steps: 1}\n")
-    sweep_file = write(tmp_path, text)
+    sweep_file = tiny_sweep(tmp_path / "s.yaml", embedded, "intr", steps=30, instances=8)
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "submit", str(sweep_file), "--runs-root", str(runs)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

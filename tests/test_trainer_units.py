@@ -164,12 +164,18 @@ def test_fresh_run_dir_resumes_from_its_checkpoint_dir_with_the_log(tmp_path: Pa
     assert [x["step"] for x in read_log(tmp_path / "job1")] == [1, 2, 3]
 
 
-def test_a_checkpoint_dir_of_another_config_is_refused(tmp_path: Path) -> None:
+def _checkpointed(tmp_path: Path, name: str) -> tuple[Path, RunConfig, RunDir]:
+    """A run claimed in tmp_path/name whose checkpoints go to tmp_path/ckpt, with a complete one at step 5."""
     ckpt = tmp_path / "ckpt"
     cfg = _cfg(**{"checkpoint.dir": str(ckpt)})
-    run = RunDir.of(cfg, tmp_path / "a")
+    run = RunDir.of(cfg, tmp_path / name)
     run.claim(cfg, force=False)
     _checkpoint(run, 5)
+    return ckpt, cfg, run
+
+
+def test_a_checkpoint_dir_of_another_config_is_refused(tmp_path: Path) -> None:
+    ckpt, cfg, _ = _checkpointed(tmp_path, "a")
     other = _cfg(**{"checkpoint.dir": str(ckpt), "optim.lr": 0.5})
     with pytest.raises(ConfigError, match=r"ckpt: holds checkpoints of a different config \(config.sha256 differs\)"):
         RunDir.of(other, tmp_path / "b").claim(other, force=False)
@@ -185,11 +191,7 @@ def test_a_checkpoint_dir_of_another_config_is_refused(tmp_path: Path) -> None:
 
 
 def test_force_clears_only_the_runs_own_checkpoints(tmp_path: Path) -> None:
-    ckpt = tmp_path / "ckpt"
-    cfg = _cfg(**{"checkpoint.dir": str(ckpt)})
-    run = RunDir.of(cfg, tmp_path / "run")
-    run.claim(cfg, force=False)
-    _checkpoint(run, 5)
+    ckpt, cfg, run = _checkpointed(tmp_path, "run")
     (ckpt / "notes.txt").write_text("mine")
     assert run.claim(cfg, force=True) == "start"
     assert sorted(p.name for p in ckpt.iterdir()) == [OWNER_FILE, "notes.txt"]
