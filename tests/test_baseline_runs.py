@@ -27,6 +27,7 @@ def test_baseline_configs_are_checked() -> None:
 
 
 @pytest.mark.golden
+@pytest.mark.slow
 def test_heuristic_baselines_through_the_launcher_match_the_golden_metrics(ni_sample: Path, golden: Path,
                                                                              tmp_path: Path) -> None:
     sweep = tmp_path / "b.yaml"
@@ -52,6 +53,7 @@ def test_heuristic_baselines_through_the_launcher_match_the_golden_metrics(ni_sa
         assert (run / "DONE").is_file()
 
 
+@pytest.mark.slow
 def test_api_baseline_as_a_run(tmp_path: Path, embedded: Path) -> None:
     fake = FakeOpenAI()
     thread = threading.Thread(target=fake.server.serve_forever, daemon=True)

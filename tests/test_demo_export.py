@@ -77,6 +77,7 @@ def no_temp_leftovers(parent: Path) -> list[Path]:
 # --- export -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_reloads_and_reproduces_the_runs_predictions(trained: Path, embedded: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -122,6 +123,7 @@ def test_card_metrics_table() -> None:
     assert "base_model: google/t5-base-lm-adapt" in card and "from_pretrained('me/tk')" in card
 
 
+@pytest.mark.slow
 def test_export_falls_back_to_the_newest_checkpoint(trained: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -136,6 +138,7 @@ def test_export_falls_back_to_the_newest_checkpoint(trained: Path, tmp_path: Pat
     assert got.keys() == want.keys() and all(bool((got[k] == want[k]).all()) for k in want)
 
 
+@pytest.mark.slow
 def test_export_bad_input_is_one_line_and_writes_nothing(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     (tmp_path / "notarun").mkdir()
@@ -157,6 +160,7 @@ def test_export_bad_input_is_one_line_and_writes_nothing(trained: Path, tmp_path
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and no_temp_leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_push_to_hub_offline_and_token_never_written(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "pushed"
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
@@ -217,6 +221,7 @@ def test_a_failed_push_is_its_own_error_in_one_line_without_the_token(tmp_path: 
 
 @pytest.mark.skipif(not (os.environ.get("TK_HUB_TEST_REPO") and os.environ.get("HF_TOKEN")),
                     reason="opt-in: set TK_HUB_TEST_REPO (a scratch repo) and HF_TOKEN to upload for real")
+@pytest.mark.slow
 def test_push_to_hub_for_real(trained: Path, tmp_path: Path) -> None:  # pragma: no cover - needs the Hub
     from transformers import AutoModelForSeq2SeqLM
 
@@ -238,6 +243,7 @@ def expected_prompt() -> str:
     return PromptEncoder("instruct_pos_2_input").source(task, inst)
 
 
+@pytest.mark.slow
 def test_demo_once_json_in_json_out(trained: Path) -> None:
     from trainer.demo import Demo, Request
 
@@ -294,6 +300,7 @@ class Terminal:
         os.close(self.master)
 
 
+@pytest.mark.slow
 def test_demo_in_a_terminal(trained: Path) -> None:
     """Type a task, two examples and two inputs as a person would; the answers are the --once predictions."""
     model = str(trained / "model")

@@ -123,6 +123,7 @@ def _rank(args: tuple[str, str, str, str]) -> list[int]:
     return [len(enc), *enc.input_ids[0]]
 
 
+@pytest.mark.slow
 def test_concurrent_processes_build_an_entry_once(embedded: Path, tiny_model: Path, cache: Path,
                                                   tmp_path: Path) -> None:
     log = tmp_path / "builds.log"

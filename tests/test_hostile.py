@@ -182,6 +182,7 @@ def test_bad_run_configs_are_one_line(tmp_path: Path) -> None:
     one_line_error(cli("trainer", "run", "--config", str(tmp_path), "--dry-run", timeout=120), "is a directory")
 
 
+@pytest.mark.slow
 def test_fp16_with_t5_is_refused_before_the_model_loads(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
     from tests.conftest import small_run, write_config
 

@@ -49,6 +49,7 @@ def wait_for(cond, timeout: float, what: str):
 # --- local, for real -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_run_followed_to_the_end_and_ctrl_c_leaves_it_running(tmp_path: Path, tiny_model: Path,
                                                                     embedded: Path) -> None:
     steps = 10

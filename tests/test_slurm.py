@@ -354,6 +354,7 @@ def _logs(folder: Path) -> str:
 
 
 @slurm
+@pytest.mark.slow
 def test_cluster_array_of_four(tmp_path: Path, cluster: None) -> None:
     prebuild_tiny_model()
     sweep = make_sweep(tmp_path, "name: four\ngrid: {data.train_encoding: [instruct_input, tk_instruct]}\n"
@@ -387,6 +388,7 @@ def _steps(run_dir: Path) -> list[dict]:
 
 @slurm
 @pytest.mark.parametrize("how", ["usr2", "scontrol-requeue"])
+@pytest.mark.slow
 def test_cluster_preempted_run_requeues_and_resumes(tmp_path: Path, cluster: None, how: str) -> None:
     """USR2: SLURM's notice before a preemption or time limit, submitit requeues; `scontrol requeue`: SLURM sends
     SIGTERM and requeues the job itself. Either way the run resumes and ends as an uninterrupted one."""

@@ -56,6 +56,7 @@ def test_fp16_is_refused_for_t5() -> None:
     assert resolve_precision(validate_config({"model": {"name_or_path": "m"}}, "x"), "t5") == "no"  # CPU: fp32
 
 
+@pytest.mark.slow
 def test_not_a_seq2seq_model_and_missing_data_root(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
     from transformers import GPT2Config
 
@@ -260,6 +261,7 @@ def test_tiny_model_learns_the_training_tasks(tmp_path: Path, embedded: Path) ->
     assert losses[-1] < losses[0] / 3
 
 
+@pytest.mark.slow
 def test_stopped_while_predicting_resumes_the_prediction(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
     """SIGTERM while predicting: exit 75 with the finished batches kept; the next attempt predicts only the rest
     and writes the same predictions as an attempt that was never stopped."""
