@@ -27,10 +27,10 @@ $(PY):
 setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected; TORCH_CUDA=cu126 picks a CUDA build)
 	source $(VENV)/bin/activate && TORCH_CUDA="$(TORCH_CUDA)" bash scripts/install.sh --dev $(SETUP_FLAGS)
 
-test:  ## run the test suite
+test:  ## the whole suite, slow tests included (trainer runs, DeepSpeed; SLURM jobs when SLURM_CONF is set)
 	$(PY) -m pytest -q
 
-test-fast:  ## the test suite without slow tests
+test-fast:  ## the suite without the slow tests: no trainer run, no cluster job
 	$(PY) -m pytest -q -m "not slow"
 
 check:  ## ruff + mypy
