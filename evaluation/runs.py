@@ -1,8 +1,9 @@
 """Finding run directories below report paths, and reading what each one holds (state, config, predictions).
 
 A run directory is any directory with `config.yaml`, `status.json`, `predicted_examples.jsonl` or `DONE`
-(`ni.run_layout`, which reads its state). A sweep directory's `manifest.json` adds the sweep's varied values and the runs that were
-submitted but have no directory ("missing"). Nothing found is ever dropped: unreadable parts become flags.
+(`ni.run_layout`, which also reads its status). A sweep directory's `manifest.json` adds the sweep's varied values
+and the runs that were submitted but have no directory ("missing"). Nothing found is ever dropped: unreadable parts
+become flags.
 """
 
 from __future__ import annotations
