@@ -71,6 +71,7 @@ from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology, port_from
 from ni.errors import ConfigError
 from ni.io import atomic_open
+from ni.run_layout import CHECKPOINTS_DIR
 from trainer.rundir import EXIT_PREEMPTED
 
 RESULT_PATH = "/results"
@@ -438,7 +439,7 @@ class BeakerBackend:
         written = []
         for f in self.client.list_result_files(leader):
             rel = _safe_relpath(f.path)
-            if not self.include_checkpoints and rel.parts[0] == "checkpoints":
+            if not self.include_checkpoints and rel.parts[0] == CHECKPOINTS_DIR:
                 continue
             target = root.joinpath(*rel.parts)
             with atomic_open(target, "wb") as fh:
