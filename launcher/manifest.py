@@ -19,8 +19,7 @@ import yaml
 from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
-from ni.io import atomic_open, write_json
-from ni.io import now as _now
+from ni.io import atomic_open, now, write_json
 from ni.locks import FileLock, describe
 from ni.run_layout import RunLayout, RunStatus
 
@@ -74,8 +73,8 @@ class Manifest:
         return backend if isinstance(backend, str) else None
 
     def record(self, run: PlannedRun, backend: str, job: Job) -> None:
-        entry = self.data["runs"].setdefault(run.run_id, {"submitted_at": _now()})
-        entry.update(varied=run.varied, backend=backend, updated_at=_now())
+        entry = self.data["runs"].setdefault(run.run_id, {"submitted_at": now()})
+        entry.update(varied=run.varied, backend=backend, updated_at=now())
         entry.setdefault("jobs", []).append(job.job_id)
         self.save()
 

@@ -15,8 +15,8 @@ import yaml
 
 from ni.errors import ConfigError
 from tests.conftest import REPO
+from trainer.accel import resolve_precision
 from trainer.config import apply_overrides, load_config, validate_config
-from trainer.run import resolve_precision
 
 
 def write_config(path: Path, **sections: object) -> Path:

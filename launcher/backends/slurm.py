@@ -55,7 +55,7 @@ from launcher.backends.base import BackendUnavailable, Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
-from ni.errors import ConfigError
+from ni.errors import ConfigError, TkError
 from ni.run_layout import RunLayout
 from trainer.rundir import EXIT_PREEMPTED
 
@@ -244,7 +244,7 @@ def pyxis_flags(image: str, mounts: Sequence[str]) -> list[str]:
     return [f"--container-image={image}", f"--container-mounts={','.join(mounts)}", f"--container-workdir={REPO}"]
 
 
-class SubmitFailed(ConfigError):
+class SubmitFailed(TkError):
     """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
 
     def __init__(self, message: str, jobs: list[Job]):
