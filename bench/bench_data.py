@@ -37,8 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import NI_SAMPLE
 
 TRAIN_TASKS, TEST_TASKS, PER_TASK = 757, 119, 3160
 ENCODING, MAX_SOURCE, MAX_TARGET, CAP, SEED = "instruct_pos_2_input", 1024, 128, 100, 42
@@ -202,7 +201,7 @@ def run_child(mode: str, root: Path, tok: str, cache: Path) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("TK_SHARED", str(REPO.parent / "shared")) + "/ni-sample")
+    ap.add_argument("--data", default=str(NI_SAMPLE))
     ap.add_argument("--scale", type=float, default=1.0, help="instances per task, as a fraction of the real 3,160")
     ap.add_argument("--skip-old-encode", action="store_true", help="skip the old cold encode (minutes at scale 1)")
     ap.add_argument("--child", help=argparse.SUPPRESS)

@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import NI_SAMPLE
 
-from ni.data import require_split  # noqa: E402
-from ni.encoding import PromptEncoder  # noqa: E402
-from ni.encoding_fallback import fallback_encode  # noqa: E402
+from ni.data import require_split
+from ni.encoding import PromptEncoder
+from ni.encoding_fallback import fallback_encode
 
 
 def best_of(n: int, fn):  # type: ignore[no-untyped-def]
@@ -33,7 +32,7 @@ def best_of(n: int, fn):  # type: ignore[no-untyped-def]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "ni-sample"))
+    ap.add_argument("--data", default=str(NI_SAMPLE))
     ap.add_argument("--track", default="default")
     ap.add_argument("--encoding", default="instruct_pos_2_input")
     ap.add_argument("--max-source-length", type=int, default=1024)

@@ -19,13 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: F401 -- puts this checkout on sys.path
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from launcher.manifest import Manifest  # noqa: E402
-from launcher.sweep import load_sweep  # noqa: E402
+from launcher.manifest import Manifest
+from launcher.sweep import load_sweep
 
 SWEEP = """\
 name: bench{n}

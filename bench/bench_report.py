@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: F401 -- puts this checkout on sys.path
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from evaluation import metrics, report, rouge, scorecache  # noqa: E402
-from evaluation.metrics import HEADLINE_METRICS  # noqa: E402
-from evaluation.report import build_report, run_report  # noqa: E402
+from evaluation import metrics, report, rouge, scorecache
+from evaluation.metrics import HEADLINE_METRICS
+from evaluation.report import build_report, run_report
 
 WORDS = ["the", "a", "of", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "this", "which", "answer", "question", "title", "yes", "no", "true", "false", "red", "blue", "green", "cat", "dog", "house", "city", "river", "water", "fire", "sentence", "review", "positive", "negative", "neutral", "event", "person", "place", "time", "reason", "because", "therefore", "however", "summary", "translate", "english", "paper", "model", "data"]
 ENCODINGS = ["instruct_input", "pos_2_input", "instruct_pos_2_input", "instruct_pos_2_neg_2_input",

@@ -17,23 +17,19 @@ per-task numbers, or the benchmark fails.
 from __future__ import annotations
 
 import argparse
-import os
 import string
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import NI_SAMPLE
+from rouge_score import rouge_scorer
 
-from rouge_score import rouge_scorer  # noqa: E402
-
-from evaluation import metrics  # noqa: E402
-from evaluation.baselines import baseline_rows  # noqa: E402
-from evaluation.metrics import evaluate, task_group  # noqa: E402
-from evaluation.rouge import PARALLEL_MIN_PAIRS, available_cpus  # noqa: E402
+from evaluation import metrics
+from evaluation.baselines import baseline_rows
+from evaluation.metrics import evaluate, task_group
+from evaluation.rouge import PARALLEL_MIN_PAIRS, available_cpus
 
 
 def _normalize(s: str) -> str:
@@ -107,8 +103,7 @@ def best_of(n: int, fn: Any) -> tuple[float, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shared = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
-    ap.add_argument("--data", default=str(shared / "ni-sample"))
+    ap.add_argument("--data", default=str(NI_SAMPLE))
     ap.add_argument("--pairs", type=int, default=20_000, help="prediction/reference pairs (default 20000)")
     ap.add_argument("--workers", type=int, default=None, help="our process count for 'auto' (default: auto)")
     ap.add_argument("--plain-repeat", action="store_true", help="repeat predictions unchanged")

@@ -34,13 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+from _common import NI_SAMPLE
 
-import torch  # noqa: E402
-
-from ni.data import load_split, read_split  # noqa: E402
-from trainer.dataset import Encoded, collate, encode_split, pick_labels  # noqa: E402
+from ni.data import load_split, read_split
+from trainer.dataset import Encoded, collate, encode_split, pick_labels
 
 ENCODING = "instruct_pos_2_input"
 PEAK_BF16_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}  # dense, SXM
@@ -208,7 +206,7 @@ def mfu(params: int, tok_s: float) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "ni-sample")
+    p.add_argument("--data", type=Path, default=NI_SAMPLE)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-source-length", type=int, default=512)

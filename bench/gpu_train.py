@@ -24,8 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common  # noqa: F401 -- puts this checkout on sys.path
 
 # d_model, d_ff, layers, heads (d_kv 64): google/t5-v1_1-* and t5-*-lm-adapt
 SHAPES = {"tiny": (64, 128, 2, 2), "base": (768, 2048, 12, 12), "large": (1024, 2816, 24, 16),
@@ -71,8 +70,8 @@ def main() -> int:
     from accelerate import Accelerator
 
     from trainer import config as c
+    from trainer.accel import accelerator_kwargs, deepspeed_plugin, resolve_precision
     from trainer.dataset import Encoded
-    from trainer.run import accelerator_kwargs, deepspeed_plugin, resolve_precision
     from trainer.rundir import RunDir
     from trainer.train import StopFlag, train
 

@@ -1,8 +1,9 @@
 """Finding run directories below report paths, and reading what each one holds (state, config, predictions).
 
 A run directory is any directory with `config.yaml`, `status.json`, `predicted_examples.jsonl` or `DONE`
-(trainer/rundir.py). A sweep directory's `manifest.json` adds the sweep's varied values and the runs that were
-submitted but have no directory ("missing"). Nothing found is ever dropped: unreadable parts become flags.
+(`ni.run_layout`, which also reads its status). A sweep directory's `manifest.json` adds the sweep's varied values
+and the runs that were submitted but have no directory ("missing"). Nothing found is ever dropped: unreadable parts
+become flags.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import yaml
 
 from evaluation.predictions import Prediction, parse_line
 from ni.errors import DataError
-from ni.locks import holder_if_locked
+from ni.run_layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, PREDICTIONS_FILE, RunLayout
 
-PREDICTIONS = "predicted_examples.jsonl"
-_MARKERS = ("config.yaml", "status.json", PREDICTIONS, "DONE")
-_SKIP_DIRS = {"checkpoints", "report", "__pycache__"}
+_SKIP_DIRS = {CHECKPOINTS_DIR, "report", "__pycache__"}
 
 
 @dataclass
@@ -36,7 +35,7 @@ class RunInfo:
 
     @property
     def predictions(self) -> Path:
-        return self.path / PREDICTIONS
+        return self.path / PREDICTIONS_FILE
 
     @property
     def wall_seconds(self) -> float | None:
@@ -63,7 +62,7 @@ class RunInfo:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return any((path / m).exists() for m in _MARKERS)
+    return RunLayout(path).is_run_dir()
 
 
 def _read_mapping(path: Path, flags: list[str]) -> dict[str, Any]:
@@ -80,23 +79,22 @@ def _read_mapping(path: Path, flags: list[str]) -> dict[str, Any]:
 
 
 def read_run(path: Path, name: str, varied: dict[str, Any] | None = None) -> RunInfo:
-    flags: list[str] = []
-    status = _read_mapping(path / "status.json", flags)
-    config = _read_mapping(path / "config.yaml", flags)
-    if (path / "DONE").is_file():
-        state = "completed"
-    elif status.get("state") in ("running", "failed", "preempted", "completed"):
-        state = str(status["state"])
-    elif (path / PREDICTIONS).is_file():
+    layout = RunLayout(path)
+    status = layout.read_status()
+    flags = [status.problem] if status.problem else []
+    config = _read_mapping(path / CONFIG_FILE, flags)
+    if status.state is not None:
+        state = status.state
+    elif (path / PREDICTIONS_FILE).is_file():
         state = "completed"  # a predictions-only directory (e.g. a heuristic baseline)
     else:
         state = "missing"
-    if state == "running" and (path / "run.lock").is_file() and holder_if_locked(path / "run.lock") is None:
+    if state == "running" and (path / LOCK_FILE).is_file() and layout.holder() is None:
         state = "missing"  # what `launcher status` says too: no live process runs it, and it did not finish
         flags.append("status.json says running, but no live process holds the run directory")
-    if state == "failed" and status.get("error"):
-        flags.append(f"error: {str(status['error']).splitlines()[0][:160]}")
-    return RunInfo(name, path, state, flags, config, status, varied)
+    if state == "failed" and status.error:
+        flags.append(f"error: {status.error.splitlines()[0][:160]}")
+    return RunInfo(name, path, state, flags, config, status.record, varied)
 
 
 def _manifest_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:

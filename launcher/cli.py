@@ -20,7 +20,7 @@ from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
 from ni.errors import ConfigError
 from ni.locks import Busy, alive, describe, read_holder
-from trainer.rundir import RunDir
+from ni.run_layout import RunLayout
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -93,7 +93,7 @@ def _again(sweep: Sweep, args: argparse.Namespace, command: str) -> str:
 def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
     """The live view until every run has ended: 0 when all completed, 1 when some did not, 130 on Ctrl-C (the
     jobs keep running; the message says how to come back)."""
-    from launcher.logs import TERMINAL_RUN_STATES, summary
+    from launcher.progress import TERMINAL_RUN_STATES, summary
 
     summary(sweep, Manifest(args.runs_root, sweep), follow=True, interval=float(getattr(args, "interval", 5.0)))
     states = sweep_states(sweep, Manifest(args.runs_root, sweep))
@@ -255,15 +255,12 @@ class _LiveView:
         from rich.table import Table
         from rich.text import Text
 
-        from launcher.manifest import _last_step
-
         table = Table()
         for c in ("run id", "varied", "state", "step"):
             table.add_column(c)
         for run in self.sweep.runs:
-            d = self.manifest.run_dir(run)
-            state = "completed" if (d / "DONE").is_file() else str(RunDir(d).status().get("state", ""))
-            table.add_row(run.run_id, str(run.varied), state, str(_last_step(d)))
+            layout = RunLayout(self.manifest.run_dir(run))
+            table.add_row(run.run_id, str(run.varied), layout.read_status().state or "", str(layout.last_step()))
         return Group(Text(f"{self.sweep.name}: local runs", style="bold"), table)  # the title on a line of its own
 
     def refresh(self) -> None:

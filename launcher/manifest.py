@@ -19,10 +19,9 @@ import yaml
 from launcher.backends.base import Job, JobState, RunSpec
 from launcher.sweep import PlannedRun, Sweep
 from ni.errors import ConfigError
-from ni.io import atomic_open, write_json
-from ni.io import now as _now
+from ni.io import atomic_open, now, write_json
 from ni.locks import FileLock, describe
-from trainer.rundir import RunDir
+from ni.run_layout import RunLayout, RunStatus
 
 ACTIVE: tuple[JobState, ...] = ("pending", "running")
 SWEEP_LOCK_FILE = "sweep.lock"  # runs/<sweep>/sweep.lock: held by whoever decides what to submit or cancel
@@ -74,8 +73,8 @@ class Manifest:
         return backend if isinstance(backend, str) else None
 
     def record(self, run: PlannedRun, backend: str, job: Job) -> None:
-        entry = self.data["runs"].setdefault(run.run_id, {"submitted_at": _now()})
-        entry.update(varied=run.varied, backend=backend, updated_at=_now())
+        entry = self.data["runs"].setdefault(run.run_id, {"submitted_at": now()})
+        entry.update(varied=run.varied, backend=backend, updated_at=now())
         entry.setdefault("jobs", []).append(job.job_id)
         self.save()
 
@@ -99,32 +98,27 @@ class Manifest:
         """Combine the run directory (ground truth) with the backend's view of the run's jobs (`job_state`: an
         active one if any is, else the newest). A run directory a live process holds is running, whatever the
         manifest says (a manifest deleted or written by a crashed launcher, an orphaned trainer)."""
-        run_dir = self.run_dir(run)
-        if (run_dir / "DONE").is_file():
+        layout = RunLayout(self.run_dir(run))
+        status = layout.read_status()
+        if status.done:
             return RunState(run.run_id, "completed")
-        holder = RunDir(run_dir).holder()
+        holder = layout.holder()
         if holder is not None and job_state not in ACTIVE:
             return RunState(run.run_id, "running", f"held by {describe(holder)}")
-        status: dict[str, Any] = {}
-        if (run_dir / "status.json").is_file():
-            try:
-                status = orjson.loads((run_dir / "status.json").read_bytes())
-            except orjson.JSONDecodeError:
-                status = {}
         if job_state in ACTIVE:
-            return RunState(run.run_id, job_state or "pending", f"step {_last_step(run_dir)}" if job_state == "running" else "")
+            return RunState(run.run_id, job_state or "pending", f"step {layout.last_step()}" if job_state == "running" else "")
         if not self.jobs(run.run_id):
             return RunState(run.run_id, "new")
         if job_state == "completed":  # e.g. a Beaker result not pulled yet: never run it again
             return RunState(run.run_id, "completed", "results not pulled yet")
         if job_state == "cancelled":  # scancel: the trainer saved and wrote "preempted", but a person cancelled it
-            return _cancelled(run.run_id, run_dir, status)
-        if status.get("state") == "failed":
-            return RunState(run.run_id, "failed", status.get("error", "")[:200])
+            return _cancelled(run.run_id, layout, status)
+        if status.state == "failed":
+            return RunState(run.run_id, "failed", status.error[:200])
         if job_state in (None, "unknown") and self._cancelled_here(run.run_id):  # the backend forgot it; we did not
-            return _cancelled(run.run_id, run_dir, status)
-        if status.get("state") == "preempted":
-            return RunState(run.run_id, "preempted", status.get("error", "")[:200])
+            return _cancelled(run.run_id, layout, status)
+        if status.state == "preempted":
+            return RunState(run.run_id, "preempted", status.error[:200])
         if job_state in ("failed", "cancelled", "preempted"):
             return RunState(run.run_id, job_state)
         return RunState(run.run_id, "missing", "the backend has no live job and the run did not finish")
@@ -162,19 +156,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _cancelled(run_id: str, run_dir: Path, status: dict[str, Any]) -> RunState:
-    step = _last_step(run_dir)
-    return RunState(run_id, "cancelled", f"step {step}" if step else ("" if status else "cancelled before it started"))
-
-
-def _last_step(run_dir: Path) -> int:
-    log = run_dir / "train_log.jsonl"
-    if not log.is_file():
-        return 0
-    step = 0
-    for line in log.read_bytes().splitlines()[-20:]:
-        try:
-            step = max(step, int(orjson.loads(line).get("step", 0)))
-        except (orjson.JSONDecodeError, ValueError, TypeError):
-            continue
-    return step
+def _cancelled(run_id: str, layout: RunLayout, status: RunStatus) -> RunState:
+    step = layout.last_step()
+    return RunState(run_id, "cancelled", f"step {step}" if step else ("" if status.record else "cancelled before it started"))

@@ -38,6 +38,7 @@ from launcher.backends.slurm import SlurmBackend, SubmitFailed, map_state
 from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
+from ni.run_layout import METRICS_FILE, PREDICTIONS_FILE, RunLayout
 from trainer.config import RunConfig, apply_overrides, validate_config
 from trainer.rundir import EXIT_PREEMPTED
 
@@ -94,15 +95,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _log_records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+def _layout(spec: RunSpec) -> RunLayout:
+    return RunLayout(spec.run_dir, spec.run.config.checkpoint.dir)
 
 
-def _checkpoint_complete(run_dir: Path) -> bool:
-    return any((run_dir / "checkpoints").glob("*/COMPLETE"))
+def _checkpoint_complete(spec: RunSpec) -> bool:
+    return _layout(spec).latest_checkpoint() is not None
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -147,7 +145,7 @@ class LocalRehearsal:
         procs = self.start(spec, STEP_DELAY_S if spec.run.config.do_train else None)
         deadline = time.time() + self.timeout_s
         while time.time() < deadline and all(p.poll() is None for p in procs):
-            if spec.run.config.do_train and _checkpoint_complete(run_dir):
+            if spec.run.config.do_train and _checkpoint_complete(spec):
                 self.stop(procs)
                 break
             time.sleep(0.3)
@@ -156,7 +154,7 @@ class LocalRehearsal:
             self.kill(procs)
             result.fail(f"first attempt did not end in time; log:\n      {_tail(run_dir / 'launcher.log')}")
             return
-        status = _read_json(run_dir / "status.json")
+        status = _layout(spec).status()
         if spec.run.config.do_train:
             want = EXIT_PREEMPTED if not topo.distributed else 1  # torch.distributed.run exits 1 once it forwarded a signal
             if status.get("state") != "preempted" or codes[0] != want:
@@ -210,8 +208,8 @@ class SlurmRehearsal:
         result.facts["job"] = job.job_id
         deadline = time.time() + self.timeout_s
         if spec.run.config.do_train:
-            state = self.wait(job, deadline, until=lambda _: _checkpoint_complete(spec.run_dir))
-            if not _checkpoint_complete(spec.run_dir):
+            state = self.wait(job, deadline, until=lambda _: _checkpoint_complete(spec))
+            if not _checkpoint_complete(spec):
                 self.backend.cancel([job])
                 result.fail(f"job {job.job_id}: no complete checkpoint (state {state or 'out of sight'}); "
                             f"log:\n      {self.log(spec, job)}")
@@ -223,7 +221,7 @@ class SlurmRehearsal:
                 result.fail(f"job {job.job_id}: not requeued after USR2 (state {state or 'out of sight'}); "
                             f"log:\n      {self.log(spec, job)}")
                 return
-            result.facts["stopped_at"] = _read_json(spec.run_dir / "status.json").get("step")
+            result.facts["stopped_at"] = _layout(spec).read_status().step
             # SLURM holds a requeued job back ~2 minutes; at once would race the revocation of the old attempt's
             # credential ("Job credential revoked" ends the job FAILED), so a few seconds on
             subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now+5"], capture_output=True,
@@ -251,7 +249,9 @@ def _squeue_state(job_id: str, tries: int = 3) -> str:
 def check_run(spec: RunSpec, result: Result) -> None:
     """What the run directory must show after the rehearsal: the planned world size, a resume, a full finish."""
     run, run_dir = spec.run, spec.run_dir
-    status = _read_json(run_dir / "status.json")
+    layout = _layout(spec)
+    read = layout.read_status()
+    status = read.record
     cfg = run.config
     world = status.get("world_size")
     result.facts["world_size"] = world
@@ -260,14 +260,16 @@ def check_run(spec: RunSpec, result: Result) -> None:
     accum = status.get("grad_accum", cfg.optim.grad_accum)
     per_device = status.get("per_device_batch_size", cfg.optim.per_device_batch_size)
     result.facts["effective_batch"] = status.get("effective_batch_size", per_device * (world or 0) * accum)
-    if status.get("state") != "completed" or not (run_dir / "DONE").is_file():
-        result.fail(f"state {status.get('state')!r}{': ' + str(status['error']) if status.get('error') else ''}")
-    records = _log_records(run_dir)
+    if status.get("state") != "completed" or not read.done:
+        result.fail(f"state {status.get('state')!r}{': ' + read.error if read.error else ''}")
+    records = layout.train_log()
     if cfg.do_train:
         steps = [r["step"] for r in records if "loss" in r and "step" in r]
         result.facts["steps"] = max(steps, default=0)
         if result.facts["steps"] != STEPS:
             result.fail(f"trained {result.facts['steps']} steps, want {STEPS}")
+        if read.total_steps != STEPS:
+            result.fail(f"status.json says total_steps {read.total_steps}, want {STEPS}")
         resumed = [r for r in records if r.get("event") == "resumed"]
         if resumed:
             result.facts["resume"] = f"ok@{resumed[0].get('step')}"
@@ -276,8 +278,8 @@ def check_run(spec: RunSpec, result: Result) -> None:
     else:
         result.facts["steps"], result.facts["resume"] = 0, "n/a"
     if cfg.do_predict:
-        metrics = _read_json(run_dir / "metrics.json")
-        path = run_dir / "predicted_examples.jsonl"
+        metrics = _read_json(run_dir / METRICS_FILE)
+        path = run_dir / PREDICTIONS_FILE
         rows = [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.is_file() else []
         ids = {r.get("id") for r in rows}
         n = metrics.get("num_examples")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ni.errors import ConfigError
+from trainer.accel import Gpu, resolve_precision
 from trainer.config import validate_config
-from trainer.run import Gpu, resolve_precision
 from trainer.train import batch_fields, check_resumable
 
 

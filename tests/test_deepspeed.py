@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from tests.conftest import REPO
+from trainer.accel import deepspeed_plugin
 from trainer.config import validate_config
-from trainer.run import deepspeed_plugin
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (scripts/install.sh --deepspeed)")
 

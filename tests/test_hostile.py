@@ -505,8 +505,8 @@ def test_unknown_is_not_missing_when_the_controller_does_not_answer(tmp_path: Pa
     'missing', so submit starts nothing for it, and the live view keeps waiting (unknown is not terminal)."""
     from launcher import backends
     from launcher.backends.base import BackendUnavailable, Job
-    from launcher.logs import TERMINAL_RUN_STATES
     from launcher.manifest import Manifest
+    from launcher.progress import TERMINAL_RUN_STATES
     from launcher.states import sweep_states
     from launcher.sweep import load_sweep
 

@@ -6,7 +6,6 @@ client, and the sweep summary (steps, loss, tokens/s, ETA) refreshed in place.
 from __future__ import annotations
 
 import io
-import math
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import orjson
 import pytest
 
 from launcher import logs as L
+from launcher import progress as P
 from launcher.backends.base import Job
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep, load_sweep
@@ -70,7 +70,7 @@ def test_local_run_followed_to_the_end_and_ctrl_c_leaves_it_running(tmp_path: Pa
         assert quitter.stdout is not None
         first = quitter.stdout.readline()
         assert first.startswith(f"# local run {run_id}: ") and first.rstrip().endswith("launcher.log"), first
-        wait_for(lambda: L.read_progress(run_dir).step >= 2, 120, "two training steps")
+        wait_for(lambda: P.read_progress(run_dir).step >= 2, 120, "two training steps")
         # the summary while it runs: step x/10, a loss, tokens/s and an ETA
         summary = subprocess.run([sys.executable, "-m", "launcher", "logs", str(p), "--runs-root", str(runs)],
                                  cwd=REPO, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -80,7 +80,7 @@ def test_local_run_followed_to_the_end_and_ctrl_c_leaves_it_running(tmp_path: Pa
         _, err = quitter.communicate(timeout=30)
         assert quitter.returncode == 0 and "stopped following (the job keeps running)" in err, err
         assert submit.poll() is None and not (run_dir / "DONE").exists()  # ... the job runs on
-        assert L.read_progress(run_dir).step < steps
+        assert P.read_progress(run_dir).step < steps
         out, err = submit.communicate(timeout=300)
         assert submit.returncode == 0, err[-2000:]
         # the follower ends by itself when the run ends, with everything the trainer wrote
@@ -122,35 +122,27 @@ def append(run_dir: Path, *records: dict) -> None:
             fh.write(orjson.dumps(r) + b"\n")
 
 
+def set_total(run_dir: Path, total: int) -> None:
+    """What the trainer writes once it has planned its schedule."""
+    (run_dir / "status.json").write_bytes(orjson.dumps({"state": "running", "total_steps": total}))
+
+
 def test_progress_eta_and_total_steps(tmp_path: Path) -> None:
     sweep, manifest = hand_made_sweep(tmp_path)
-    run = sweep.runs[0]
-    d = manifest.run_dir(run)
+    d = manifest.run_dir(sweep.runs[0])
     append(d, *({"step": s, "loss": 3.0 - s / 10, "nonpad_tokens_per_s": 1234.0, "time": 1000.0 + s} for s in range(1, 5)))
     append(d, {"event": "resumed", "step": 4, "checkpoint": "step-000000004"})
     append(d, *({"step": s, "loss": 2.0, "nonpad_tokens_per_s": 999.0, "time": 5000.0 + s / 2} for s in range(5, 11)))
     (d / "train_log.jsonl").open("ab").write(b'{"step": 11, "lo')  # a torn last line while the trainer appends
-    p = L.read_progress(d, run)
+    # a status.json without total_steps (not training yet, or an older trainer): the step alone, no ETA
+    (d / "status.json").write_bytes(orjson.dumps({"state": "running"}))
+    p = P.read_progress(d)
+    assert (p.step, p.total_steps, p.loss, p.tokens_per_s, p.resumed, p.eta_s) == (10, None, 2.0, 999.0, 1, None)
+    set_total(d, 100)
+    p = P.read_progress(d)
     assert (p.step, p.total_steps, p.loss, p.tokens_per_s, p.resumed) == (10, 100, 2.0, 999.0, 1)
     assert p.steps_per_s == pytest.approx(2.0)  # measured since the resume only
     assert p.eta_s == pytest.approx(45.0)
-    # no max_steps: the newest complete checkpoint knows the total
-    ck = d / "checkpoints" / "step-000000008"
-    ck.mkdir(parents=True)
-    (ck / "trainer_state.json").write_bytes(orjson.dumps({"step": 8, "total_steps": 77}))
-    (ck / "COMPLETE").write_text("")
-    assert L.total_steps(d, None) == 77
-
-
-def test_total_steps_computed_from_the_config_like_the_trainer(tmp_path: Path, embedded: Path) -> None:
-    from ni.data import load_split
-
-    p = sweep_file(tmp_path, f"name: tt\nbase: {{model: {{name_or_path: m}}, data: {{root: {embedded}, "
-                   "max_instances_per_task: 10}, optim: {epochs: 3, per_device_batch_size: 4, grad_accum: 2}}\n")
-    run = load_sweep(p).runs[0]
-    n = len(load_split(str(embedded), "default", "train", 10, run.config.seed))  # type: ignore[arg-type]
-    assert L.total_steps(tmp_path, run) == math.ceil(3 * math.ceil(math.ceil(n / 4) / 2))
-    assert L.total_steps(tmp_path, run, world_size=2) == math.ceil(3 * math.ceil(math.ceil(n / 4) / 4))
 
 
 def test_summary_refreshes_in_place_until_no_run_is_active(tmp_path: Path) -> None:
@@ -159,6 +151,7 @@ def test_summary_refreshes_in_place_until_no_run_is_active(tmp_path: Path) -> No
     sweep, manifest = hand_made_sweep(tmp_path)
     a, b = sweep.runs
     da = manifest.run_dir(a)
+    set_total(da, 100)
     append(da, {"step": 1, "loss": 2.5, "nonpad_tokens_per_s": 1500.0, "time": 100.0})
     script = iter([["running", "pending"], ["running", "running"], ["completed", "running"], ["completed", "failed"]])
     calls: list[int] = []
@@ -170,7 +163,7 @@ def test_summary_refreshes_in_place_until_no_run_is_active(tmp_path: Path) -> No
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=160, color_system=None)
-    assert L.summary(sweep, manifest, follow=True, interval=0.01, states_fn=states, console=console) == 0
+    assert P.summary(sweep, manifest, follow=True, interval=0.01, states_fn=states, console=console) == 0
     assert len(calls) == 4  # stopped once nothing was pending or running
     text = buf.getvalue()
     assert "\x1b[" in text  # redrawn in place (cursor movement), not appended
@@ -289,7 +282,7 @@ def test_slurm_logs_on_a_real_cluster_across_a_requeue(tmp_path: Path) -> None:
     follower = launcher("logs", str(p), run.run_id, "--follow", "--runs-root", str(runs))
     run_dir = runs / "slog" / run.run_id
     try:
-        wait_for(lambda: L.read_progress(run_dir).step >= 3, 300, "three steps on the cluster")
+        wait_for(lambda: P.read_progress(run_dir).step >= 3, 300, "three steps on the cluster")
         subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
         start_requeued_soon(job.job_id)
         out, err = follower.communicate(timeout=600)
@@ -391,7 +384,7 @@ def test_summary_goes_on_through_an_outage_and_says_so(tmp_path: Path) -> None:
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=160, color_system=None)
-    assert L.summary(sweep, manifest, follow=True, interval=0.01, states_fn=states, console=console) == 0
+    assert P.summary(sweep, manifest, follow=True, interval=0.01, states_fn=states, console=console) == 0
     assert len(calls) == 5  # through both refreshes of the outage, to the end
     text = buf.getvalue()
     assert "unknown (controller unreachable)" in text and "hm: 2 runs — 2 unknown" in text

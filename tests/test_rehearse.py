@@ -66,6 +66,7 @@ def test_checks_fail_on_a_wrong_run_directory(tmp_path: Path) -> None:
     text = "\n".join(result.notes)
     assert "world size 1, the sweep plans 2" in text and f"trained 2 steps, want {STEPS}" in text
     assert "did not resume" in text and "2 rows, 1 distinct ids, metrics say 3" in text
+    assert f"status.json says total_steps None, want {STEPS}" in text  # the trainer writes the total it plans
     assert "FAIL" in result.line()
 
 

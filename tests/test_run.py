@@ -15,8 +15,8 @@ import yaml
 
 from ni.errors import ConfigError
 from tests.conftest import REPO, read_log, run_trainer, small_run, trainer_cmd, write_config
+from trainer.accel import resolve_precision
 from trainer.config import load_config, validate_config
-from trainer.run import resolve_precision
 
 # --- config -------------------------------------------------------------------------------------------
 
@@ -205,8 +205,11 @@ def test_resume_into_a_fresh_run_dir_from_checkpoint_dir(tmp_path: Path, tiny_mo
 
 @pytest.mark.slow
 def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Path) -> None:
-    """torchrun starts two CPU ranks (asserted), which train, predict shards and write one predictions file."""
-    cfg = write_config(tmp_path / "r.yaml", **small_run(tmp_path, tiny_model, embedded))
+    """torchrun starts two CPU ranks (asserted), which train, predict shards and write one predictions file. The
+    length comes from epochs: status.json carries the total the trainer planned (what the launcher's ETA counts to)."""
+    run_cfg = small_run(tmp_path, tiny_model, embedded)
+    run_cfg["optim"] = {**run_cfg["optim"], "max_steps": None, "epochs": 0.6}  # 160 examples: 10 steps/epoch on 2 ranks
+    cfg = write_config(tmp_path / "r.yaml", **run_cfg)
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "trainer", "run", "--config", str(cfg)],
@@ -222,6 +225,7 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     assert {k: status[k] for k in batch} == batch
     rows = [x for x in read_log(run) if "loss" in x]
     assert len(rows) == 6 and all({k: x[k] for k in batch} == batch for x in rows)
+    assert status["total_steps"] == rows[-1]["step"] == 6
     preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
     assert len(preds) == 16 and len({p["id"] for p in preds}) == 16
     assert [p for p in run.iterdir() if p.name.startswith(".")] == []  # no temp leftovers

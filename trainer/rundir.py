@@ -1,15 +1,5 @@
-"""The run directory: one layout for every backend.
-
-    RUN/config.yaml             resolved config (written first; decides whether RUN may be reused)
-    RUN/status.json             {"state": running|completed|failed|preempted, timestamps, error}
-    RUN/train_log.jsonl         one JSON object per logging step / evaluation (appended line by line)
-    RUN/checkpoints/step-N/     accelerate state + trainer_state.json + a copy of train_log.jsonl;
-                                counts only once COMPLETE exists
-    RUN/predictions.partial/    while predicting: finished test batches per rank (an attempt stopped there resumes),
-                                and `identity`, the hash of the config and the encoded examples they were made for
-    RUN/predicted_examples.jsonl, RUN/metrics.json
-    RUN/DONE                    written last
-    RUN/run.lock                flock held by the one process that runs RUN (see ni/locks.py), released at its exit
+"""The run directory's writer: claim, status, log, checkpoints. The layout and the read side are
+`ni/run_layout.py` (`RunLayout`, which `RunDir` extends): every name used here is defined there.
 
 Every file except the append-only log is written to a temp file and renamed into place.
 
@@ -33,17 +23,30 @@ import orjson
 
 from ni.errors import ConfigError
 from ni.io import atomic_open, dumps_line, now, write_json
-from ni.locks import Busy, FileLock, holder_if_locked
+from ni.locks import Busy, FileLock
+from ni.run_layout import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINTS_DIR,
+    COMPLETE_FILE,
+    CONFIG_FILE,
+    DONE_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    OWNER_FILE,
+    PARTIAL_IDENTITY,
+    PARTIAL_PREDICTIONS,
+    PREDICTIONS_FILE,
+    STATES,
+    STATUS_FILE,
+    TRAINER_STATE_FILE,
+    RunLayout,
+    is_complete,
+)
 from ni.yamlio import read_yaml
 from trainer.config import RunConfig, validate_config
 
-STATES = ("running", "completed", "failed", "preempted")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the trainer saved its state (status "preempted"); run it again to resume
-OWNER_FILE = "config.sha256"  # in an external checkpoint dir: the digest of the config whose checkpoints it holds
-LOG_FILE = "train_log.jsonl"
-LOCK_FILE = "run.lock"  # held by the process that runs this directory, for as long as it runs
-PARTIAL_PREDICTIONS = "predictions.partial"  # test batches an attempt stopped while predicting had finished
-PARTIAL_IDENTITY = "identity"  # in PARTIAL_PREDICTIONS: what the kept batches were computed from
 
 
 def partial_identity(cfg: RunConfig, input_ids: Sequence[Sequence[int]]) -> str:
@@ -57,12 +60,10 @@ def partial_identity(cfg: RunConfig, input_ids: Sequence[Sequence[int]]) -> str:
 _HELD: dict[Path, FileLock] = {}  # run directories this process holds, until it exits
 
 
-class RunDir:
+class RunDir(RunLayout):
     def __init__(self, path: str | os.PathLike[str], checkpoints: str | os.PathLike[str] | None = None):
         """`checkpoints`: the config's `checkpoint.dir` (None: RUN/checkpoints)."""
-        self.path = Path(path)
-        self.external = checkpoints is not None
-        self.checkpoints = Path(checkpoints) if checkpoints is not None else self.path / "checkpoints"
+        super().__init__(path, checkpoints)
         self._lock: FileLock | None = None
 
     @classmethod
@@ -71,11 +72,8 @@ class RunDir:
 
     # -- identity -------------------------------------------------------------------------------------
 
-    def done(self) -> bool:
-        return (self.path / "DONE").is_file()
-
     def stored_config(self) -> RunConfig | None:
-        file = self.path / "config.yaml"
+        file = self.path / CONFIG_FILE
         if not file.is_file():
             return None
         return validate_config(read_yaml(file, "run config")[0], str(file))
@@ -101,7 +99,7 @@ class RunDir:
         if force:
             self._reset(owned)
         self.path.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.path / "config.yaml") as fh:
+        with atomic_open(self.path / CONFIG_FILE) as fh:
             fh.write(cfg.to_yaml())
         if owned:
             with atomic_open(self.checkpoints / OWNER_FILE) as fh:
@@ -128,18 +126,14 @@ class RunDir:
             _HELD[key] = lock
         self._lock = lock
 
-    def holder(self) -> dict[str, Any] | None:
-        """The record of the live process running RUN now ({} if it left none), or None when none does."""
-        return holder_if_locked(self.path / LOCK_FILE)
-
     def _reset(self, owned: bool) -> None:
         """--force: drop the outputs and checkpoints of earlier attempts."""
-        for name in ("checkpoints", "DONE", "metrics.json", "predicted_examples.jsonl", LOG_FILE, PARTIAL_PREDICTIONS):
+        for name in (CHECKPOINTS_DIR, DONE_FILE, METRICS_FILE, PREDICTIONS_FILE, LOG_FILE, PARTIAL_PREDICTIONS):
             target = self.path / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         if owned and self.checkpoints.is_dir():  # only what the trainer writes there
             for p in self.checkpoints.iterdir():
-                if p.is_dir() and (p.name.startswith("step-") or p.name == ".saving"):
+                if p.is_dir() and (p.name.startswith(CHECKPOINT_PREFIX) or p.name == ".saving"):
                     shutil.rmtree(p)
 
     def _check_owner(self, cfg: RunConfig) -> None:
@@ -189,15 +183,6 @@ class RunDir:
 
     # -- status and logs ------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """RUN/status.json; {} when absent, unreadable or of another shape (a run that wrote none is judged by DONE)."""
-        file = self.path / "status.json"
-        try:
-            status = orjson.loads(file.read_bytes())
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            return {}
-        return status if isinstance(status, dict) else {}
-
     def set_status(self, state: str, **extra: Any) -> None:
         assert state in STATES
         status = self.status()
@@ -211,7 +196,7 @@ class RunDir:
         if state != "running":
             status["finished_at"] = now()
         try:
-            write_json(self.path / "status.json", status)
+            write_json(self.path / STATUS_FILE, status)
         except OSError as e:
             if e.errno != errno.ENOSPC or state == "running":
                 raise
@@ -224,11 +209,11 @@ class RunDir:
         self.drop_unfinished_checkpoints()
         data = orjson.dumps(status, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         try:
-            write_json(self.path / "status.json", status)
+            write_json(self.path / STATUS_FILE, status)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
-            with open(self.path / "status.json", "r+b") as fh:
+            with open(self.path / STATUS_FILE, "r+b") as fh:
                 fh.write(data)
                 fh.truncate()
 
@@ -236,7 +221,7 @@ class RunDir:
         """Remove checkpoint folders an interrupted save left without COMPLETE."""
         if self.checkpoints.is_dir():
             for p in self.checkpoints.iterdir():
-                if p.is_dir() and p.name.startswith("step-") and not (p / "COMPLETE").is_file():
+                if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and not is_complete(p):
                     shutil.rmtree(p, ignore_errors=True)
 
     def log(self, record: dict[str, Any]) -> None:
@@ -244,29 +229,17 @@ class RunDir:
             fh.write(dumps_line(record))
 
     def mark_done(self) -> None:
-        with atomic_open(self.path / "DONE") as fh:
+        with atomic_open(self.path / DONE_FILE) as fh:
             fh.write(now() + "\n")
 
     # -- checkpoints ----------------------------------------------------------------------------------
 
-    def checkpoint_dir(self, step: int) -> Path:
-        return self.checkpoints / f"step-{step:09d}"
-
-    def complete_checkpoints(self) -> list[Path]:
-        if not self.checkpoints.is_dir():
-            return []
-        return sorted(p for p in self.checkpoints.iterdir() if (p / "COMPLETE").is_file())
-
-    def latest_checkpoint(self) -> Path | None:
-        found = self.complete_checkpoints()
-        return found[-1] if found else None
-
     def complete_checkpoint(self, target: Path, state: dict[str, Any]) -> None:
         """Finish a saved checkpoint: its trainer state and a copy of the log so far, then COMPLETE (last)."""
-        write_json(target / "trainer_state.json", state)
+        write_json(target / TRAINER_STATE_FILE, state)
         if (self.path / LOG_FILE).is_file():
             shutil.copyfile(self.path / LOG_FILE, target / LOG_FILE)
-        (target / "COMPLETE").write_text("")
+        (target / COMPLETE_FILE).write_text("")
 
     def prune_checkpoints(self, keep: int) -> None:
         for old in self.complete_checkpoints()[:-keep]:

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ni.errors import ConfigError
+from ni.run_layout import is_complete, trainer_state
 from trainer.config import RunConfig
 from trainer.dataset import Encoded, collate, epoch_batches, pick_labels, source_lengths
 from trainer.rundir import RunDir
@@ -144,11 +143,13 @@ def train(
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if accelerator.is_main_process:  # what the launcher's progress and ETA count to
+        run.set_status("running", total_steps=total_steps)
 
     step = 0
     latest = run.latest_checkpoint()
     if latest is not None:
-        saved = orjson.loads((latest / "trainer_state.json").read_bytes())
+        saved = trainer_state(latest)
         check_resumable(saved, cfg, world, str(latest))
         accelerator.load_state(str(latest))
         step = saved["step"]
@@ -157,7 +158,7 @@ def train(
 
     def save_checkpoint() -> None:
         target = run.checkpoint_dir(step)
-        if (target / "COMPLETE").is_file():
+        if is_complete(target):
             return
         accelerator.wait_for_everyone()
         try:

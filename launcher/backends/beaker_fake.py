@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import orjson
 import yaml
 from beaker import (
     BeakerCancelationCode,
@@ -46,6 +45,15 @@ from beaker import (
 from beaker import beaker_pb2 as pb2
 from beaker.types import BeakerDatasetFile
 
+from ni.run_layout import (
+    CONFIG_FILE,
+    DONE_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    STATUS_FILE,
+    trainer_state,
+)
 from trainer.config import RunConfig, validate_config
 from trainer.rundir import RunDir
 
@@ -68,7 +76,7 @@ class CreatedExperiment:
 def default_results(run_id: str, config_yaml: str, state: str) -> dict[str, bytes]:
     """What the trainer leaves in /results for a final `state` (completed, failed or preempted)."""
     status: dict[str, object] = {"state": state, "started_at": "2024-01-01T00:00:00+0000", "updated_at": "2024-01-01T01:00:00+0000"}
-    files = {"config.yaml": config_yaml.encode(), "train_log.jsonl": b'{"step": 10, "loss": 1.5}\n'}
+    files = {CONFIG_FILE: config_yaml.encode(), LOG_FILE: b'{"step": 10, "loss": 1.5}\n'}
     if state == "failed":
         status["error"] = "RuntimeError: CUDA out of memory"
     if state == "preempted":
@@ -79,11 +87,11 @@ def default_results(run_id: str, config_yaml: str, state: str) -> dict[str, byte
              "Instance": {"id": f"task001-{i}", "input": f"q{i}", "output": [f"a{i}"]}, "prediction": f"a{i}"}
             for i in range(3)
         ]
-        files["predicted_examples.jsonl"] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+        files[PREDICTIONS_FILE] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
         metrics = {"overall": {"exact_match": 100.0, "rougeL": 100.0}, "num_examples": len(rows), "run_id": run_id}
-        files["metrics.json"] = json.dumps(metrics, indent=2).encode()
-        files["DONE"] = b"2024-01-01T01:00:00+0000\n"
-    files["status.json"] = json.dumps(status).encode()
+        files[METRICS_FILE] = json.dumps(metrics, indent=2).encode()
+        files[DONE_FILE] = b"2024-01-01T01:00:00+0000\n"
+    files[STATUS_FILE] = json.dumps(status).encode()
     return files
 
 
@@ -113,7 +121,7 @@ def play_trainer(run: RunDir, cfg: RunConfig, state: str) -> None:
     """One job of the trainer, as far as the run directory and the checkpoints go (no model)."""
     run.claim(cfg, force=False)
     latest = run.latest_checkpoint()
-    step = orjson.loads((latest / "trainer_state.json").read_bytes())["step"] if latest else 0
+    step = trainer_state(latest)["step"] if latest else 0
     if latest is not None:
         run.log({"event": "resumed", "step": step, "checkpoint": latest.name})
     end = TOTAL_STEPS if state == "completed" else min(step + STEPS_PER_JOB, TOTAL_STEPS)
@@ -290,7 +298,7 @@ class FakeBeakerClient:
             play_trainer(RunDir(results, store / ckpt), cfg, state)
             self.weka[bucket] = _pack(store)
             files = _pack(results)
-        return {k: v for k, v in files.items() if k in ("train_log.jsonl", "config.yaml")}
+        return {k: v for k, v in files.items() if k in (LOG_FILE, CONFIG_FILE)}
 
 
 def _finish(job: BeakerJob, status: BeakerWorkloadStatus, exit_code: int | None = None,

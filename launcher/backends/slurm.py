@@ -34,7 +34,6 @@ node) at a port derived from the job id.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -56,7 +55,8 @@ from launcher.backends.base import BackendUnavailable, Job, JobState, RunSpec
 from launcher.sweep import Container, Resources, Sweep
 from launcher.sweep import SlurmBackend as SlurmSettings
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
-from ni.errors import ConfigError
+from ni.errors import ConfigError, TkError
+from ni.run_layout import RunLayout
 from trainer.rundir import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,11 +123,9 @@ def run_dir_of(config_path: str | os.PathLike[str]) -> Path:
     return Path(config_path).parent
 
 
-def state_saved(status_json: Path) -> bool:
+def state_saved(run_dir: Path) -> bool:
     """The trainer has written its checkpoint after a stop signal (status.json says preempted)."""
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(status_json.read_text(encoding="utf-8")).get("state") == "preempted"
-    return False
+    return RunLayout(run_dir).read_status().state == "preempted"
 
 
 def after_exit(code: int, got: Sequence[int]) -> str:
@@ -209,14 +207,14 @@ class TrainerJob(Checkpointable):
                 proc.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR2)}
-        status = run_dir_of(config_path) / "status.json"
+        run_dir = run_dir_of(config_path)
         code: int | None = None
         try:
             while code is None:
                 try:
                     code = proc.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
-                    if signal.SIGUSR2 in got and state_saved(status):
+                    if signal.SIGUSR2 in got and state_saved(run_dir):
                         break  # requeue now, while the job still has time; the trainer is only tearing down
         finally:
             for s, h in previous.items():
@@ -246,7 +244,7 @@ def pyxis_flags(image: str, mounts: Sequence[str]) -> list[str]:
     return [f"--container-image={image}", f"--container-mounts={','.join(mounts)}", f"--container-workdir={REPO}"]
 
 
-class SubmitFailed(ConfigError):
+class SubmitFailed(TkError):
     """sbatch refused a submission; `jobs` were submitted before it (the caller records them)."""
 
     def __init__(self, message: str, jobs: list[Job]):
