@@ -186,7 +186,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
     manifest keeps the first; the next submit adds only the other two; pull + report read the results."""
     from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
-    from launcher.backends.beaker_fake import FakeBeakerClient
+    from tests.beaker_fake import FakeBeakerClient
 
     class Flaky(FakeBeakerClient):
         fail_next_at = 2
