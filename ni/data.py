@@ -13,6 +13,7 @@ label-balanced 100 first); `max_instances` then keeps a random subset of those. 
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import os
@@ -142,9 +143,14 @@ class _FieldReader:
             )
         return out
 
-    def instances(self, raw: dict[str, Any], task_name: str, keep: Keep | None = None) -> list[Instance]:
+    def instances(self, raw: dict[str, Any], task_name: str, keep: Keep | None = None,
+                  shared: dict[tuple[str, ...], tuple[str, ...]] | None = None) -> list[Instance]:
         """The instances at the indices `keep(count)` chooses (all when None), in file order. Only those are
-        read and checked: a split keeps a sample of a task's instances, and building the rest is most of the cost."""
+        read and checked: a split keeps a sample of a task's instances, and building the rest is most of the cost.
+
+        `shared` maps reference tuples to one kept copy: classification tasks repeat a few labels thousands of
+        times, and a split keeps one tuple of them instead of one per instance."""
+        shared = {} if shared is None else shared
         if "Instances" not in raw:
             raise self.fail("Instances", "missing")
         items = raw["Instances"]
@@ -158,7 +164,10 @@ class _FieldReader:
             if iid is None:
                 missing_id.append(len(out))
                 iid = ""
-            out.append(Instance(id=_own(iid), input=_own(text), outputs=tuple(_own(o) for o in outputs)))
+            kept = shared.get(outputs)
+            if kept is None:
+                kept = shared[outputs] = tuple(_own(o) for o in outputs)
+            out.append(Instance(id=_own(iid), input=_own(text), outputs=kept))
         if missing_id:  # derived ids count earlier duplicates, so walk the file up to the last one needed
             wanted = {chosen[k]: k for k in missing_id}
             seen: dict[str, int] = {}
@@ -201,6 +210,20 @@ def _own(text: str) -> str:
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
 
 
+def _malloc_trim() -> Callable[[], None]:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc is among them
+    except (OSError, AttributeError):  # not glibc: nothing to release by hand
+        return lambda: None
+    return lambda: None if trim(0) else None
+
+
+release_freed_memory = _malloc_trim()
+"""Give the pages of a freed parsed file back to the system (glibc's malloc_trim). A task file parses into
+megabytes of short-lived objects between the kept copies of earlier files; without this the allocator keeps
+those pages resident and the next file grows the heap around them."""
+
+
 def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: dict[str, int]) -> str:
     """A stable id for an instance that has none: a hash of its content (so it survives re-ordering),
     with an occurrence suffix when the same content appears twice in one task."""
@@ -212,11 +235,13 @@ def derive_instance_id(task_name: str, text: str, outputs: Sequence[str], seen: 
 
 
 def parse_task(
-    path: str | os.PathLike[str], data: bytes | None = None, name: str | None = None, keep: Keep | None = None
+    path: str | os.PathLike[str], data: bytes | None = None, name: str | None = None, keep: Keep | None = None,
+    shared_outputs: dict[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> Task:
     """Parse one task file (NI schema). Raises DataError naming the file and the field.
 
-    `keep(count) -> indices` reads only those instances (see `_FieldReader.instances`); by default all."""
+    `keep(count) -> indices` reads only those instances (see `_FieldReader.instances`); by default all.
+    `shared_outputs` lets the files of one split share identical reference tuples."""
     path = Path(path)
     name = name or path.stem
     if data is None:
@@ -246,7 +271,7 @@ def parse_task(
         definition=definition,
         positive_examples=r.examples(raw, "Positive Examples"),
         negative_examples=r.examples(raw, "Negative Examples"),
-        instances=r.instances(raw, name, keep),
+        instances=r.instances(raw, name, keep, shared_outputs),
         categories=categories,
         extra={k: v for k, v in raw.items() if k not in known},
     )
@@ -387,6 +412,7 @@ def load_split(
     if task_limit is not None:
         names = names[:task_limit]
     tasks = []
+    shared_outputs: dict[tuple[str, ...], tuple[str, ...]] = {}
     collecting = gc.isenabled()
     gc.disable()  # parsing makes no cycles; collections would walk the kept sample once per few files
     try:
@@ -395,7 +421,8 @@ def load_split(
             def keep(count: int, name: str = name) -> Sequence[int]:
                 return sample_indices(name, split, count, max_instances_per_task, seed)
 
-            tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep))
+            release_freed_memory()
+            tasks.append(parse_task(Path(root) / "tasks" / f"{name}.json", keep=keep, shared_outputs=shared_outputs))
     finally:
         if collecting:
             gc.enable()

@@ -395,12 +395,16 @@ def test_checkpoint_dirs_are_one_per_run_and_keep_the_run_ids(tmp_path: Path,
         cfg = yaml.safe_load(task_env(spec)[CONFIG_ENV].value or "")
         assert cfg["output_dir"] == RESULT_PATH
         dirs.append(cfg["checkpoint"]["dir"])
+        assert task_env(spec)["TK_CACHE_DIR"].value == f"/weka/{WEKA}/lab/tk/tk-cache"  # one encoded cache per sweep
         assert spec_from_json(spec.to_json()) == spec
     assert dirs == [f"/weka/{WEKA}/lab/tk/bk-single/{r.run_id}/checkpoints" for r in sweep.runs]
+    mine = make_sweep(tmp_path, with_weka(SINGLE).replace("    env: {", "    env: {TK_CACHE_DIR: /weka/elsewhere, "))
+    assert task_env(backend.build_spec(mine, run_specs(mine, tmp_path / "runs")[0]))["TK_CACHE_DIR"].value == \
+        "/weka/elsewhere"  # the sweep's own setting wins
     # a predict-only run has no checkpoints: no mount, no checkpoint.dir
     sweep = make_sweep(tmp_path, with_weka(SINGLE).replace("  optim: {", "  do_train: false\n  optim: {"))
     spec = backend.build_spec(sweep, run_specs(sweep, tmp_path / "runs")[0])
-    assert not spec.tasks[0].datasets
+    assert not spec.tasks[0].datasets and "TK_CACHE_DIR" not in task_env(spec)
     assert yaml.safe_load(task_env(spec)[CONFIG_ENV].value or "")["checkpoint"]["dir"] is None
 
 

@@ -169,3 +169,13 @@ def test_streaming_loader_checks_only_what_it_keeps(tmp_path: Path) -> None:
     assert len(require_split(tmp_path, "default", "test")) == 100  # instance 120 is past the test pool
     with pytest.raises(DataError, match=r"task9_q.json: field 'Instances\[120\].output': missing"):
         require_split(tmp_path, "default", "train")
+
+
+def test_a_split_keeps_one_copy_of_repeated_references(ni_sample: Path) -> None:
+    data = require_split(ni_sample, "default", "train", max_instances_per_task=100, seed=42)
+    objects: dict[tuple[str, ...], set[int]] = {}
+    for _, inst in data:
+        objects.setdefault(inst.outputs, set()).add(id(inst.outputs))
+    assert all(len(ids) == 1 for ids in objects.values())  # equal references are one object across the split
+    assert len(objects) < len(data) / 2  # ni-sample's classification tasks repeat their labels
+    assert data.instances == load_split_whole(ni_sample, "default", "train", 100, 42)  # values unchanged

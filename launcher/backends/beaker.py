@@ -75,6 +75,7 @@ DATA_PATH = "/data"
 WEKA_ROOT = "/weka"  # a Weka bucket B is mounted at /weka/B, as elsewhere on Beaker
 LAUNCH_PATH = "/run/launch.yaml"
 CONFIG_ENV = "TK_RUN_CONFIG"
+CACHE_DIR_ENV = "TK_CACHE_DIR"  # trainer.dataset's cache root
 
 # argv: LAUNCH_PATH NNODES RANKS_PER_NODE PORT. The launch itself is launcher.topology's (installed in the image),
 # the node rank and the leader's host come from Beaker's replica variables.
@@ -216,6 +217,16 @@ def checkpoint_dir(sweep_name: str, run: PlannedRun, settings: BeakerSettings) -
     return f"{mount}/{settings.checkpoint_prefix}/{_path_name(sweep_name)}/{run.run_id}/checkpoints"
 
 
+def shared_cache_env(run: PlannedRun, settings: BeakerSettings) -> dict[str, str]:
+    """A training run with a Weka mount keeps its encoded-split cache there (`TK_CACHE_DIR`), so the jobs of a sweep,
+    and a job resumed after a preemption, map the entry the first one built instead of encoding again in their own
+    container. A `TK_CACHE_DIR` in `backend.beaker.env` wins."""
+    mount = checkpoint_mount(settings)
+    if mount is None or not run.config.do_train or CACHE_DIR_ENV in settings.env:
+        return {}
+    return {CACHE_DIR_ENV: f"{mount}/{settings.checkpoint_prefix}/tk-cache"}
+
+
 def launch_config_yaml(run: PlannedRun, settings: BeakerSettings, sweep_name: str) -> str:
     """The run's resolved config as the task sees it: results to /results, data from /data when mounted,
     checkpoints on the Weka mount when there is one."""
@@ -345,7 +356,7 @@ class BeakerBackend:
         s = sweep.spec.backend.beaker
         run, res = spec.run, spec.run.resources
         env = [BeakerEnvVar(name=CONFIG_ENV, value=launch_config_yaml(run, s, sweep.name))]
-        env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.env.items())]
+        env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted({**shared_cache_env(run, s), **s.env}.items())]
         if res.nodes > 1:
             env += [BeakerEnvVar(name=k, value=str(v)) for k, v in sorted(s.multinode_env.items())]
         env += [BeakerEnvVar(name=k, secret=str(v)) for k, v in sorted(s.secrets.items())]
