@@ -27,7 +27,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluation import metrics, report, rouge, scorecache  # noqa: E402
+from evaluation import metrics, report, rouge, scoring  # noqa: E402
 from evaluation.metrics import HEADLINE_METRICS  # noqa: E402
 from evaluation.report import build_report, run_report  # noqa: E402
 
@@ -87,18 +87,18 @@ class RougeScoreTokenizer:
 
 def old_report(sweep: Path) -> dict[str, Any]:
     """The sweep's report (no cache) scored the old way: one run after another, a new scorer for each."""
-    saved = report.score_runs, scorecache.shared_scorer
+    saved = report.score_runs, scoring.shared_scorer
 
     def one_by_one(runs: Any, tok: Any = "gpt2", use_cache: bool = True) -> dict[str, Any]:
         return {r.name: report.score_run(r, tok, use_cache) for r in runs}
 
     report.score_runs = one_by_one  # type: ignore[assignment]
-    scorecache.shared_scorer = lambda track, tok=None: rouge.RougeScorer(  # type: ignore[assignment]
+    scoring.shared_scorer = lambda track, tok=None: rouge.RougeScorer(  # type: ignore[assignment]
         RougeScoreTokenizer() if track == "default" else rouge.make_tokenizer(track, tok))
     try:
         return build_report([sweep], use_cache=False, cache_dir=sweep / "report-old")
     finally:
-        report.score_runs, scorecache.shared_scorer = saved  # type: ignore[assignment]
+        report.score_runs, scoring.shared_scorer = saved  # type: ignore[assignment]
 
 
 def cpu() -> float:
