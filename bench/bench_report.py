@@ -27,7 +27,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluation import metrics, report, rouge, scoring  # noqa: E402
+from evaluation import bootstrap, metrics, report, rouge, scoring  # noqa: E402
 from evaluation.metrics import HEADLINE_METRICS  # noqa: E402
 from evaluation.report import build_report, run_report  # noqa: E402
 
@@ -117,6 +117,7 @@ def clear_caches(sweep: Path) -> None:
         f.unlink()
     rouge._shared.clear()
     metrics._normalized.clear()
+    bootstrap._indices.cache_clear()
 
 
 def main() -> int:

@@ -182,12 +182,20 @@ class RougeScorer:
             raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
         self._reset_if_large()
         intern, known, seen = self._intern, self._pair_scores, self._seq_of_text.get
-        per_example: list[list[tuple[int, int]]] = []
+        # per example: its one (prediction, reference) key, or the list of them when it has several references
+        per_example: list[tuple[int, int] | list[tuple[int, int]]] = []
         new: dict[tuple[int, int], None] = {}
         for pred, refs in zip(predictions, references, strict=True):
             p = seen(pred)
             if p is None:
                 p = intern(pred)
+            if len(refs) == 1:
+                t = seen(refs[0])
+                key = (p, intern(refs[0]) if t is None else t)
+                per_example.append(key)
+                if key not in known:
+                    new[key] = None
+                continue
             keys = [(p, i if (i := seen(r)) is not None else intern(r)) for r in refs]
             per_example.append(keys)
             for k in keys:
@@ -203,12 +211,12 @@ class RougeScorer:
         known.update(zip(todo, scored, strict=True))
         r1: list[float] = []
         rl: list[float] = []
-        for keys in per_example:
-            if len(keys) == 1:
-                a, b = known[keys[0]]
+        for entry in per_example:
+            if isinstance(entry, tuple):
+                a, b = known[entry]
             else:
-                a = max(known[k][0] for k in keys)
-                b = max(known[k][1] for k in keys)
+                a = max(known[k][0] for k in entry)
+                b = max(known[k][1] for k in entry)
             r1.append(a)
             rl.append(b)
         return r1, rl

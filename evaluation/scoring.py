@@ -118,7 +118,10 @@ class Scores:
 
 
 def summarize(scores: ExampleScores, tasks: Sequence[str], categories: Sequence[str], track: str) -> Scores:
-    """Per-example scores -> `Scores`. Every figure is a sequential sum in example order (the original's floats)."""
+    """Per-example scores -> `Scores`. Every figure is a sequential sum in example order (the original's floats);
+    a task's figures are its sums' means, the same additions in the same order as `mean_x100` over its examples."""
+    if not len(scores):
+        raise ValueError("no examples to aggregate")
     columns = [(m, scores.column(m)) for m in METRICS]
     stats: dict[str, tuple[list[float], str]] = {}
     by_cat: dict[str, list[int]] = {}
