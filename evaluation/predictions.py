@@ -50,7 +50,7 @@ def parse_line(path: Path, lineno: int, raw: Any) -> Prediction:
         refs = inst.get("output") if type(inst) is dict else None
         cats = raw.get("Categories")
         if (type(refs) is list and refs and type(pred) is str and type(id_) is str and type(task) is str
-                and all(type(r) is str for r in refs)
+                and (type(refs[0]) is str if len(refs) == 1 else all(type(r) is str for r in refs))
                 and (cats is None or (type(cats) is list and (not cats or type(cats[0]) is str)))):
             return Prediction(id_, task, tuple(refs), pred, cats[0] if cats else None, lineno)
     return _parse_checked(path, lineno, raw)

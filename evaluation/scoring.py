@@ -165,7 +165,9 @@ def score(
     scorer of the track, whose caches serve the next file of the same test set (else a new scorer)."""
     scorer = shared_scorer(track, xlingual_tokenizer) if shared else None
     ex = score_examples(predictions, references, track, xlingual_tokenizer, workers, scorer=scorer)
-    return summarize(ex, [task_group(t) for t in tasks], [category_key(c) for c in categories], track)
+    group_of = {t: task_group(t) for t in set(tasks)}  # once per distinct name, not per example
+    key_of = {c: category_key(c) for c in set(categories)}
+    return summarize(ex, [group_of[t] for t in tasks], [key_of[c] for c in categories], track)
 
 
 def evaluate(
