@@ -25,7 +25,7 @@ from typing import Any
 import _common  # noqa: F401 -- puts this checkout on sys.path
 import orjson
 
-from evaluation import metrics, report, rouge, scorecache
+from evaluation import bootstrap, metrics, report, rouge, scoring
 from evaluation.metrics import HEADLINE_METRICS
 from evaluation.report import build_report, run_report
 
@@ -85,18 +85,18 @@ class RougeScoreTokenizer:
 
 def old_report(sweep: Path) -> dict[str, Any]:
     """The sweep's report (no cache) scored the old way: one run after another, a new scorer for each."""
-    saved = report.score_runs, scorecache.shared_scorer
+    saved = report.score_runs, scoring.shared_scorer
 
     def one_by_one(runs: Any, tok: Any = "gpt2", use_cache: bool = True) -> dict[str, Any]:
         return {r.name: report.score_run(r, tok, use_cache) for r in runs}
 
     report.score_runs = one_by_one  # type: ignore[assignment]
-    scorecache.shared_scorer = lambda track, tok=None: rouge.RougeScorer(  # type: ignore[assignment]
+    scoring.shared_scorer = lambda track, tok=None: rouge.RougeScorer(  # type: ignore[assignment]
         RougeScoreTokenizer() if track == "default" else rouge.make_tokenizer(track, tok))
     try:
         return build_report([sweep], use_cache=False, cache_dir=sweep / "report-old")
     finally:
-        report.score_runs, scorecache.shared_scorer = saved  # type: ignore[assignment]
+        report.score_runs, scoring.shared_scorer = saved  # type: ignore[assignment]
 
 
 def cpu() -> float:
@@ -115,6 +115,7 @@ def clear_caches(sweep: Path) -> None:
         f.unlink()
     rouge._shared.clear()
     metrics._normalized.clear()
+    bootstrap._indices.cache_clear()
 
 
 def main() -> int:
@@ -130,16 +131,20 @@ def main() -> int:
         t0 = time.perf_counter()
         sweep = make_sweep(root, args.runs, args.tasks, args.instances)
         print(f"built {args.runs} runs x {args.tasks * args.instances} predictions in {time.perf_counter() - t0:.1f} s")
-        timings = []
+        timings: list[float] = []
+        cold_cpu = 0.0
         for label in ("cold (scores every run)", "cached re-report"):
             t0, c0 = time.perf_counter(), cpu()
             rc = run_report([sweep], sweep / "report", echo=False)
             timings.append(time.perf_counter() - t0)
+            cold_cpu = cold_cpu if timings[1:] else cpu() - c0
             assert rc == 0
             print(f"{label}: {timings[-1]:.2f} s ({timings[-1] / args.runs:.3f} s per run; CPU "
                   f"{(cpu() - c0) / args.runs:.3f} s per run over all processes)")
+        cores = rouge.available_cpus()
         print(f"target < 30 s end to end: {'OK' if timings[0] < 30 else 'MISSED'}; "
-              f"cold < 0.3 s per run: {'OK' if timings[0] / args.runs < 0.3 else 'MISSED'}")
+              f"cold < 0.3 s per run: {'OK' if timings[0] / args.runs < 0.3 else 'MISSED'} (wall; cold CPU per run / "
+              f"{cores} cores = {cold_cpu / args.runs / cores:.3f} s, the wall time idle cores would need at best)")
         if not args.no_old:
             clear_caches(sweep)
             t0, c0 = time.perf_counter(), cpu()

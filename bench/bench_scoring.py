@@ -10,7 +10,7 @@ repeat as they do in real evaluation); --plain-repeat measures the exact repeat 
 Reference: the original's algorithm, i.e. for every prediction/reference pair a new rouge_score RougeScorer for
 ROUGE-1 and another for ROUGE-L (each tokenizing and stemming both strings), and exact match per reference; one
 pass over the data (the original then ran more passes for per-task and per-category figures; not timed here).
-Ours: `evaluation.metrics.evaluate` (overall + per task + per category). Both must give identical overall and
+Ours: `evaluation.scoring.evaluate` (overall + per task + per category). Both must give identical overall and
 per-task numbers, or the benchmark fails.
 """
 
@@ -28,8 +28,9 @@ from rouge_score import rouge_scorer
 
 from evaluation import metrics
 from evaluation.baselines import baseline_rows
-from evaluation.metrics import evaluate, task_group
+from evaluation.metrics import task_group
 from evaluation.rouge import PARALLEL_MIN_PAIRS, available_cpus
+from evaluation.scoring import evaluate
 
 
 def _normalize(s: str) -> str:

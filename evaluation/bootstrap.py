@@ -7,6 +7,7 @@ so a report is reproducible.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,8 +38,12 @@ class PairedDiff:
         return self.low > 0 or self.high < 0
 
 
+@functools.lru_cache(maxsize=64)
 def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    """The resampled task indices; the same for every run with as many tasks (kept, read-only)."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def task_interval(

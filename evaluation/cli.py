@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from evaluation.baselines import BASELINES, write_baseline
-from evaluation.categories import TaskCategories
-from evaluation.metrics import HEADLINE_METRICS, METRICS, evaluate
-from evaluation.predictions import read_predictions
+from evaluation.metrics import HEADLINE_METRICS, METRICS
+from evaluation.scoring import Scores, score_file
 from ni.cli_util import run_cli
 from ni.data import TRACKS
 from ni.errors import ConfigError
@@ -67,29 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def score_file(
-    path: Path, data: Path | None, track: str, xlingual_tokenizer: Any = "gpt2", workers: int | None = None
-) -> dict[str, Any]:
-    preds = read_predictions(path)
-    categories = TaskCategories(data)
-    cats = [categories(p, path) for p in preds]
-    return evaluate(
-        [p.prediction for p in preds],
-        [p.references for p in preds],
-        [p.task for p in preds],
-        cats,
-        track=track,
-        xlingual_tokenizer=xlingual_tokenizer,
-        workers=workers,
-    )
-
-
-def print_report(report: dict[str, Any]) -> None:
+def print_report(scores: Scores) -> None:
     """Overall and per-category figures as a table; each category's headline metric is starred."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['track']} track, {report['num_examples']} examples (* = headline metric)")
+    table = Table(title=f"{scores.track} track, {scores.num_examples} examples (* = headline metric)")
     table.add_column("group")
     for m in METRICS:
         table.add_column(m, justify="right")
@@ -97,13 +78,11 @@ def print_report(report: dict[str, Any]) -> None:
     def row(name: str, values: dict[str, float], mark: str | None) -> None:
         table.add_row(name, *(f"[bold]{values[m]:.4f}*[/bold]" if m == mark else f"{values[m]:.4f}" for m in METRICS))
 
-    row("overall", report["overall"], "rougeL")
-    per_cat = report["per_category"]
-    cats = sorted({k.split("_for_", 1)[1] for k in per_cat})
-    if cats:
+    row("overall", scores.overall, "rougeL")
+    if scores.per_category:
         table.add_section()
-    for cat in cats:
-        row(cat, {m: per_cat[f"{m}_for_{cat}"] for m in METRICS}, HEADLINE_METRICS.get(cat))
+    for cat in sorted(scores.per_category):
+        row(cat, scores.per_category[cat], HEADLINE_METRICS.get(cat))
     Console().print(table)
 
 
@@ -145,8 +124,8 @@ def _dispatch(argv: list[str] | None) -> int:
         n = write_baseline(args.name, args.data, args.track, args.out, args.max_instances_per_eval_task)
         print(f"wrote {n} {args.name} predictions to {args.out}")
         return 0
-    report = score_file(args.predictions, args.data, args.track, args.xlingual_tokenizer, args.workers)
-    write_json(args.out, report)
-    print_report(report)
+    scores = score_file(args.predictions, args.data, args.track, args.xlingual_tokenizer, args.workers)
+    write_json(args.out, scores.to_json())
+    print_report(scores)
     print(f"wrote metrics to {args.out}")
     return 0

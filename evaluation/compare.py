@@ -12,11 +12,12 @@ from evaluation.bootstrap import paired_diff
 from evaluation.metrics import HEADLINE_METRICS
 from evaluation.report import score_run
 from evaluation.runs import RunInfo, discover
+from evaluation.scoring import Scores, group_key
 from ni.errors import DataError
 from ni.io import write_json
 
 
-def _scored(path: Path) -> list[tuple[RunInfo, dict[str, Any]]]:
+def _scored(path: Path) -> list[tuple[RunInfo, Scores]]:
     out = []
     for run in discover([path]):
         s = score_run(run)
@@ -27,26 +28,21 @@ def _scored(path: Path) -> list[tuple[RunInfo, dict[str, Any]]]:
     return out
 
 
-def _pairs(scores: dict[str, Any], metric: str) -> dict[str, tuple[float, int]]:
-    return {t: (s["sums"][metric], s["n"]) for t, s in scores["task_stats"].items()}
-
-
-def compare_scores(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+def compare_scores(a: Scores, b: Scores, seed: int = 0) -> dict[str, Any]:
     """Overall (with paired CI), per-category headline and per-task ROUGE-L differences a - b."""
     overall = {}
     for m in ("rougeL", "exact_match"):
-        d = paired_diff(_pairs(a, m), _pairs(b, m), seed=seed)
+        d = paired_diff(a.task_pairs(m), b.task_pairs(m), seed=seed)
         overall[m] = None if d is None else {"diff": d.diff, "ci": [d.low, d.high], "tasks": d.tasks,
                                              "significant": d.significant}
     cats = {}
     for cat, metric in HEADLINE_METRICS.items():
-        key = f"{metric}_for_{cat}"
-        if key in a["per_category"] and key in b["per_category"]:
-            cats[key] = round(a["per_category"][key] - b["per_category"][key], 4)
+        if cat in a.per_category and cat in b.per_category:
+            cats[group_key(metric, cat)] = round(a.per_category[cat][metric] - b.per_category[cat][metric], 4)
     tasks = {}
-    for key, va in a["per_task"].items():
-        if key.startswith("rougeL_for_") and key in b["per_task"]:
-            tasks[key.split("_for_", 1)[1]] = round(va - b["per_task"][key], 4)
+    for task, figures in a.per_task.items():
+        if task in b.per_task:
+            tasks[task] = round(figures["rougeL"] - b.per_task[task]["rougeL"], 4)
     return {"overall": overall, "per_category": cats, "per_task": dict(sorted(tasks.items(), key=lambda kv: kv[1]))}
 
 

@@ -1,8 +1,9 @@
-"""Tk-Instruct's metrics (reference.md section 3): exact match, ROUGE-1 and ROUGE-L, overall and grouped.
+"""Tk-Instruct's metrics (reference.md section 3): exact match, ROUGE-1 and ROUGE-L per example, and their means.
 
 Semantics are the original's `compute_metrics` / `compute_grouped_metrics`: each metric is the maximum over a
 prediction's references; a group's figure is the mean over its examples (summed in order, as the original did)
-x 100, rounded to 4 decimals. Only the speed differs (see `evaluation.rouge`).
+x 100, rounded to 4 decimals. Only the speed differs (see `evaluation.rouge`). Grouping and the report a
+predictions file gets are `evaluation.scoring`'s.
 """
 
 from __future__ import annotations
@@ -82,14 +83,15 @@ def score_examples(
             out = norm[s] = normalize_answer(s)
         return out
 
-    em = [int(any(normalized(p) == normalized(r) for r in refs)) for p, refs in zip(predictions, references, strict=True)]
+    em = [1 if p in refs else int(any(normalized(p) == normalized(r) for r in refs))  # equal text: equal normalized
+          for p, refs in zip(predictions, references, strict=True)]
     if scorer is None:
         scorer = RougeScorer(make_tokenizer(track, xlingual_tokenizer))
     r1, rl = scorer.score(predictions, references, workers)
     return ExampleScores(em, r1, rl)
 
 
-def _mean_x100(values: Sequence[float], indices: Sequence[int]) -> float:
+def mean_x100(values: Sequence[float], indices: Sequence[int]) -> float:
     total: float = 0
     for i in indices:  # in order, one by one: the original's float sum, bit for bit
         total += values[i]
@@ -101,52 +103,8 @@ def aggregate(scores: ExampleScores, indices: Sequence[int] | None = None) -> di
     idx = range(len(scores)) if indices is None else indices
     if not idx:
         raise ValueError("no examples to aggregate")
-    return {m: _mean_x100(scores.column(m), idx) for m in METRICS}
-
-
-def aggregate_groups(scores: ExampleScores, groups: Sequence[str]) -> dict[str, float]:
-    """The original's grouped metrics: flat keys `"{metric}_for_{group}"`, groups in first-seen order."""
-    members: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    out: dict[str, float] = {}
-    for group, idx in members.items():
-        for metric, value in aggregate(scores, idx).items():
-            out[f"{metric}_for_{group}"] = value
-    return out
+    return {m: mean_x100(scores.column(m), idx) for m in METRICS}
 
 
 def task_group(task: str) -> str:
     return TASK_RENAMES.get(task, task)
-
-
-def headline(per_category: dict[str, float]) -> dict[str, float]:
-    """The paper's headline metric of each evaluation category present."""
-    out = {}
-    for cat, metric in HEADLINE_METRICS.items():
-        key = f"{metric}_for_{cat}"
-        if key in per_category:
-            out[key] = per_category[key]
-    return out
-
-
-def evaluate(
-    predictions: Sequence[str],
-    references: Sequence[Sequence[str]],
-    tasks: Sequence[str],
-    categories: Sequence[str],
-    track: str = "default",
-    xlingual_tokenizer: Any = None,
-    workers: int | None = None,
-) -> dict[str, Any]:
-    """The full metrics report. `categories` are task categories as written (e.g. "Question Answering")."""
-    scores = score_examples(predictions, references, track, xlingual_tokenizer, workers)
-    per_category = aggregate_groups(scores, [category_key(c) for c in categories])
-    return {
-        "overall": aggregate(scores),
-        "per_task": aggregate_groups(scores, [task_group(t) for t in tasks]),
-        "per_category": per_category,
-        "headline": headline(per_category),
-        "num_examples": len(scores),
-        "track": track,
-    }

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from evaluation.scoring import group_value
+
 
 def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
@@ -83,9 +85,8 @@ def category_bars(groups: list[dict[str, Any]], categories: list[str], max_group
     width = 0.8 / len(scored)
     x = np.arange(len(categories))
     for i, g in enumerate(scored):
-        ys = [next((v for k, v in g["headline"].items() if k.endswith(f"_for_{c}")), 0.0) for c in categories]
-        errs = [next((v for k, v in g.get("headline_std", {}).items() if k.endswith(f"_for_{c}")), 0.0) or 0.0
-                for c in categories]
+        ys = [group_value(g["headline"], c) or 0.0 for c in categories]
+        errs = [group_value(g.get("headline_std", {}), c) or 0.0 for c in categories]
         ax.bar(x + i * width - 0.4 + width / 2, ys, width, yerr=errs, capsize=2,
                label=f"{g['name'][-40:]} (n={g['n']})")
     ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=8)

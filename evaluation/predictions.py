@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,8 +20,7 @@ from ni.errors import DataError
 REQUIRED = ("id", "Task", "Instance", "prediction")
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):  # immutable and cheap to build (a frozen dataclass costs ~3x per line)
     id: str
     task: str
     references: tuple[str, ...]
@@ -45,6 +44,19 @@ def _text(path: Path, lineno: int, field: str, value: Any) -> str:
 
 
 def parse_line(path: Path, lineno: int, raw: Any) -> Prediction:
+    # The common line (every field present, text already text) without the checks' cost; anything else is checked.
+    if type(raw) is dict:
+        inst, pred, id_, task = raw.get("Instance"), raw.get("prediction"), raw.get("id"), raw.get("Task")
+        refs = inst.get("output") if type(inst) is dict else None
+        cats = raw.get("Categories")
+        if (type(refs) is list and refs and type(pred) is str and type(id_) is str and type(task) is str
+                and (type(refs[0]) is str if len(refs) == 1 else all(type(r) is str for r in refs))
+                and (cats is None or (type(cats) is list and (not cats or type(cats[0]) is str)))):
+            return Prediction(id_, task, tuple(refs), pred, cats[0] if cats else None, lineno)
+    return _parse_checked(path, lineno, raw)
+
+
+def _parse_checked(path: Path, lineno: int, raw: Any) -> Prediction:
     if not isinstance(raw, dict):
         raise _fail(path, lineno, None, f"expected a JSON object, got {type(raw).__name__}")
     for key in REQUIRED:
@@ -77,8 +89,16 @@ def parse_line(path: Path, lineno: int, raw: Any) -> Prediction:
     )
 
 
-def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
-    """Read a predictions JSONL file; blank lines are skipped. Raises DataError on the first bad line."""
+@dataclass
+class PredictionsFile:
+    predictions: list[Prediction]
+    truncated: bool  # lenient reading only: a last line cut mid-way (no newline) was left out
+
+
+def read_predictions_file(path: str | os.PathLike[str], lenient: bool = False) -> PredictionsFile:
+    """Read a predictions JSONL file; blank lines are skipped; every bad line is a DataError naming the file, line
+    and field. `lenient`, for a file that may still be written: a last line cut mid-way (invalid JSON and no newline)
+    is left out and reported as `truncated`."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -86,9 +106,17 @@ def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
         raise DataError(f"{path}: predictions file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    lines = data.split(b"\n")
+    truncated = False
+    if lenient and lines[-1].strip():
+        try:
+            orjson.loads(lines[-1])
+        except orjson.JSONDecodeError:
+            truncated = True
+            lines.pop()
     out: list[Prediction] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(data.split(b"\n"), 1):
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -101,5 +129,10 @@ def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
         seen[pred.id] = lineno
         out.append(pred)
     if not out:
-        raise DataError(f"{path}: no predictions in the file")
-    return out
+        raise DataError(f"{path}: no complete prediction line" if lenient else f"{path}: no predictions in the file")
+    return PredictionsFile(out, truncated)
+
+
+def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
+    """The predictions of a complete file (`read_predictions_file`, strict)."""
+    return read_predictions_file(path).predictions

@@ -20,6 +20,7 @@ import orjson
 from evaluation.bootstrap import task_interval
 from evaluation.categories import TaskCategories
 from evaluation.metrics import HEADLINE_METRICS, METRICS
+from evaluation.predictions import read_predictions_file
 from evaluation.report_groups import (
     REPLICATE_AXES,
     best_worst,
@@ -29,8 +30,9 @@ from evaluation.report_groups import (
     versus,
 )
 from evaluation.rouge import available_cpus, shared_scorer
-from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover, read_predictions_lenient
-from evaluation.scorecache import cache_key, file_sha256, load_cached, score_predictions, store_cached
+from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover
+from evaluation.scorecache import cache_key, file_sha256, load_cached, store_cached
+from evaluation.scoring import Scores, flatten, group_key, groups_of, score_predictions
 from ni.errors import DataError, TkError
 from ni.io import write_json
 
@@ -61,7 +63,7 @@ def _task_categories(run: RunInfo) -> Any:
 
 def score_run(
     run: RunInfo, xlingual_tokenizer: Any = "gpt2", use_cache: bool = True, workers: int | None = None
-) -> dict[str, Any] | None:
+) -> Scores | None:
     """The run's scores (cached by content hash), or None when it has no predictions; problems become flags."""
     file = run.predictions
     if not file.is_file():
@@ -73,9 +75,8 @@ def score_run(
     scores = load_cached(run.path, key) if use_cache else None
     if scores is None:
         try:
-            preds, truncated = read_predictions_lenient(file)
-            if not preds:
-                raise DataError(f"{file}: no complete prediction line")
+            read = read_predictions_file(file, lenient=True)
+            preds = read.predictions
             if all(p.category is not None for p in preds):
                 categories = [str(p.category) for p in preds]
             else:
@@ -85,19 +86,19 @@ def score_run(
         except TkError as e:
             run.flags.append(f"predictions unusable: {e}")
             return None
-        scores["truncated"] = truncated
+        scores.truncated = read.truncated
         if use_cache:
             store_cached(run.path, key, scores)
     return _flag_truncated(run, scores)
 
 
-def _flag_truncated(run: RunInfo, scores: dict[str, Any]) -> dict[str, Any]:
-    if scores.get("truncated"):
+def _flag_truncated(run: RunInfo, scores: Scores) -> Scores:
+    if scores.truncated:
         run.flags.append("predictions truncated mid-line (last line left out)")
     return scores
 
 
-def _cached_scores(run: RunInfo) -> dict[str, Any] | None:
+def _cached_scores(run: RunInfo) -> Scores | None:
     key = cache_key(file_sha256(run.predictions), str(run.data_setting("track", "default")))
     return load_cached(run.path, key)
 
@@ -105,19 +106,19 @@ def _cached_scores(run: RunInfo) -> dict[str, Any] | None:
 _pool_job: tuple[Any, bool] = ("gpt2", True)
 
 
-def _score_in_worker(run: RunInfo) -> tuple[dict[str, Any] | None, list[str]]:
+def _score_in_worker(run: RunInfo) -> tuple[Scores | None, list[str]]:
     scores = score_run(run, _pool_job[0], _pool_job[1], workers=1)
     return scores, run.flags
 
 
 def score_runs(
     runs: Sequence[RunInfo], xlingual_tokenizer: Any = "gpt2", use_cache: bool = True, workers: int | None = None
-) -> dict[str, dict[str, Any] | None]:
+) -> dict[str, Scores | None]:
     """`score_run` of every run. The runs to score (no cached scores) are scored one per process across
     `workers` processes (default: every available core) when there are two or more, each process keeping its
     scorer for the next file of the same test set; cached scores are read here."""
     global _pool_job
-    out: dict[str, dict[str, Any] | None] = {}
+    out: dict[str, Scores | None] = {}
     pending = []
     for r in runs:
         if not r.predictions.is_file():
@@ -139,26 +140,21 @@ def score_runs(
     return {r.name: out[r.name] if r.name in out else score_run(r, xlingual_tokenizer, use_cache) for r in runs}
 
 
-def _intervals(scores: dict[str, Any], seed: int) -> dict[str, list[float] | None]:
-    stats = scores["task_stats"]
+def _intervals(scores: Scores, seed: int) -> dict[str, list[float] | None]:
+    stats = scores.tasks
     out: dict[str, list[float] | None] = {}
     for m in ("rougeL", "exact_match"):
-        ci = task_interval([s["sums"][m] for s in stats.values()], [s["n"] for s in stats.values()], seed=seed)
+        ci = task_interval([s.sums[m] for s in stats.values()], [s.n for s in stats.values()], seed=seed)
         out[m] = ci.as_list() if ci else None
     for cat, metric in HEADLINE_METRICS.items():
-        tasks = [t for t, c in scores["task_category"].items() if c == cat]
-        if tasks:
-            ci = task_interval([stats[t]["sums"][metric] for t in tasks], [stats[t]["n"] for t in tasks], seed=seed)
-            out[f"{metric}_for_{cat}"] = ci.as_list() if ci else None
+        members = [s for s in stats.values() if s.category == cat]
+        if members:
+            ci = task_interval([s.sums[metric] for s in members], [s.n for s in members], seed=seed)
+            out[group_key(metric, cat)] = ci.as_list() if ci else None
     return out
 
 
-def _best_worst(scores: dict[str, Any], k: int = 3) -> dict[str, list[list[Any]]]:
-    per = {key.split("_for_", 1)[1]: v for key, v in scores["per_task"].items() if key.startswith("rougeL_for_")}
-    return best_worst(per, k)
-
-
-def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+def _row(run: RunInfo, varied: dict[str, Any], scores: Scores | None, seed: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": run.name,
         "path": str(run.path),
@@ -169,19 +165,20 @@ def _row(run: RunInfo, varied: dict[str, Any], scores: dict[str, Any] | None, se
         "wall_seconds": run.wall_seconds,
         "last_attempt_seconds": run.last_attempt_seconds,
         "gpu_hours": run.gpu_hours,
-        "track": run.data_setting("track", scores["track"] if scores else "default"),
+        "track": run.data_setting("track", scores.track if scores else "default"),
     }
     if scores is not None:
+        per_task = scores.per_task_metric("rougeL")
         row.update(
-            rougeL=scores["overall"]["rougeL"],
-            exact_match=scores["overall"]["exact_match"],
-            rouge1=scores["overall"]["rouge1"],
-            num_examples=scores["num_examples"],
-            headline=scores["headline"],
-            per_category=scores["per_category"],
-            per_task={k.split("_for_", 1)[1]: v for k, v in scores["per_task"].items() if k.startswith("rougeL_for_")},
+            rougeL=scores.overall["rougeL"],
+            exact_match=scores.overall["exact_match"],
+            rouge1=scores.overall["rouge1"],
+            num_examples=scores.num_examples,
+            headline=flatten(scores.headline()),
+            per_category=flatten(scores.per_category),
+            per_task=per_task,
             ci=_intervals(scores, seed),
-            best_worst=_best_worst(scores),
+            best_worst=best_worst(per_task),
         )
     return row
 
@@ -241,15 +238,14 @@ def _baseline_scores(roots: set[tuple[str, str, int | None]], cache_dir: Path | 
                 continue
             blob = orjson.dumps([[r["Task"], r["prediction"], r["Instance"]["output"], r["Categories"]] for r in rows])
             key = cache_key(hashlib.sha256(blob).hexdigest(), track, name)
-            if "task_stats" not in cache.get(key, {}):
+            s = Scores.from_cache(cache.get(key))
+            if s is None:
                 preds = [parse_line(Path(f"<{name}>"), i, r) for i, r in enumerate(rows, 1)]
                 s = score_predictions(preds, [p.category or "" for p in preds], track)
-                cache[key] = {k: s[k] for k in ("overall", "headline", "num_examples", "task_stats")}
-            s = cache[key]
-            out.append({"name": name, "data": root, "track": track, "cap": cap, "rougeL": s["overall"]["rougeL"],
-                        "exact_match": s["overall"]["exact_match"], "headline": s["headline"],
-                        "num_examples": s["num_examples"],
-                        "task_stats": {t: (v["sums"]["rougeL"], v["n"]) for t, v in s["task_stats"].items()}})
+                cache[key] = s.to_cache()
+            out.append({"name": name, "data": root, "track": track, "cap": cap, "rougeL": s.overall["rougeL"],
+                        "exact_match": s.overall["exact_match"], "headline": flatten(s.headline()),
+                        "num_examples": s.num_examples, "task_stats": s.task_pairs("rougeL")})
     if cache_file is not None:
         write_json(cache_file, cache)
     return out
@@ -307,9 +303,9 @@ def build_report(
     for row in rows:
         axes += [k for k in row["varied"] if k not in axes]
     config_axes, rep_axes = split_axes(axes, replicate_axes)
-    groups = build_groups(rows, {n: s["task_stats"] if s else None for n, s in scores.items()}, config_axes,
+    groups = build_groups(rows, {n: s.tasks if s else None for n, s in scores.items()}, config_axes,
                           rep_axes, seed)
-    categories = sorted({k.split("_for_", 1)[1] for row in rows for k in row.get("headline", {})})
+    categories = sorted({g for row in rows for g in groups_of(row.get("headline", {}))})
     tasks = sorted({t for row in rows for t in row.get("per_task", {})})
     ranked = sorted((g for g in groups if g["rougeL"] is not None), key=lambda g: -g["rougeL"])
     comparison = None

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from evaluation.bootstrap import paired_diff, task_interval
+from evaluation.scoring import TaskStat
 
 REPLICATE_AXES = ("seed",)
 # The size of the real NI test splits (reference.md section 7): 119 English, 35 cross-lingual tasks.
@@ -37,14 +38,14 @@ def group_name(values: dict[str, Any]) -> str:
     return ", ".join(f"{_short(k)}={v}" for k, v in values.items()) or "all runs"
 
 
-def pool(stats: Sequence[dict[str, Any]], metric: str = "rougeL") -> TaskStats:
+def pool(stats: Sequence[Mapping[str, TaskStat]], metric: str = "rougeL") -> TaskStats:
     """Per-task (sum, count) of `metric` over every replicate's instances."""
     out: dict[str, list[float]] = {}
     for s in stats:
         for task, st in s.items():
             acc = out.setdefault(task, [0.0, 0])
-            acc[0] += st["sums"][metric]
-            acc[1] += st["n"]
+            acc[0] += st.sums[metric]
+            acc[1] += st.n
     return {t: (v[0], int(v[1])) for t, v in out.items()}
 
 
@@ -69,7 +70,7 @@ def _interval(stats: TaskStats, seed: int) -> list[float] | None:
 
 def build_groups(
     rows: list[dict[str, Any]],
-    task_stats: dict[str, dict[str, Any] | None],
+    task_stats: Mapping[str, Mapping[str, TaskStat] | None],
     config_axes: list[str],
     replicate_axes: list[str],
     seed: int,

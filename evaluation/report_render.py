@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.report_groups import format_seconds
+from evaluation.scoring import group_key, group_value
 from ni.io import atomic_open, write_json
 
 FORMATS = ("md", "html", "csv", "json")
@@ -37,7 +38,7 @@ def _state(row: dict[str, Any]) -> str:
 
 
 def _headline(row: dict[str, Any], cat: str) -> Any:
-    return next((v for k, v in (row.get("headline") or {}).items() if k.endswith(f"_for_{cat}")), None)
+    return group_value(row.get("headline") or {}, cat)
 
 
 def run_columns(report: dict[str, Any]) -> list[str]:
@@ -183,7 +184,7 @@ def to_csv(report: dict[str, Any]) -> str:
     cats = report["categories"]
     w.writerow(["run", *report["axes"], "state", "ok", "flags", "rougeL", "rougeL_ci_low", "rougeL_ci_high",
                 "exact_match", "rouge1", "num_examples", "wall_seconds", "last_attempt_seconds", "gpu_hours",
-                *[f"{report['headline_metric'].get(c, 'rougeL')}_for_{c}" for c in cats]])
+                *[group_key(report["headline_metric"].get(c, "rougeL"), c) for c in cats]])
     for r in report["rows"]:
         ci = (r.get("ci") or {}).get("rougeL") or [None, None]
         w.writerow([r["run"], *[r["varied"].get(a) for a in report["axes"]], r["state"], r["ok"],

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from evaluation.overlap import PairCaches, Seq, score_pairs
 from ni.errors import ConfigError
@@ -57,17 +57,20 @@ class DefaultTokenizer:
         self._stemmer = CachingStemmer()
         self._words: dict[str, str] = {}
 
+    @staticmethod
+    def words(text: str) -> list[str]:
+        return _ALNUM_RUN.findall(text.lower())
+
+    def token(self, word: str) -> str:
+        """A word's token: stemmed when longer than 3 characters; "" when it is dropped."""
+        t = self._words.get(word)
+        if t is None:
+            t = self._stemmer.stem(word) if len(word) > 3 else word
+            t = self._words[word] = t if _VALID_TOKEN.match(t) else ""
+        return t
+
     def tokenize(self, text: str) -> list[str]:
-        words = self._words
-        out = []
-        for w in _ALNUM_RUN.findall(text.lower()):
-            t = words.get(w)
-            if t is None:
-                t = self._stemmer.stem(w) if len(w) > 3 else w
-                t = words[w] = t if _VALID_TOKEN.match(t) else ""
-            if t:
-                out.append(t)
-        return out
+        return [t for w in self.words(text) if (t := self.token(w))]
 
 
 class XlingualTokenizer:
@@ -133,23 +136,37 @@ class RougeScorer:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self._vocab: dict[str, int] = {}
+        self._word_ids: dict[str, int] = {}  # DefaultTokenizer: a word's token id, -1 when it has none
         self._seqs: list[Seq] = []
         self._seq_of_text: dict[str, int] = {}
         self._pair_scores: dict[tuple[int, int], tuple[float, float]] = {}
         self._caches = PairCaches()
 
+    def _token_ids(self, text: str) -> Seq:
+        tok, vocab = self.tokenizer, self._vocab
+        if not isinstance(tok, DefaultTokenizer):
+            return tuple(vocab.setdefault(t, len(vocab)) for t in tok.tokenize(text))
+        words = tok.words(text)
+        word_ids = self._word_ids
+        ids = [word_ids.get(w) for w in words]
+        if None in ids:  # a word not seen before: its token's id, once
+            for i, w in enumerate(words):
+                if ids[i] is None:
+                    t = tok.token(w)
+                    ids[i] = word_ids[w] = vocab.setdefault(t, len(vocab)) if t else -1
+        found = cast(list[int], ids)
+        return tuple(i for i in found if i != -1) if -1 in found else tuple(found)
+
     def _intern(self, text: str) -> int:
         idx = self._seq_of_text.get(text)
         if idx is None:
-            vocab = self._vocab
-            ids = tuple(vocab.setdefault(t, len(vocab)) for t in self.tokenizer.tokenize(text))
             idx = self._seq_of_text[text] = len(self._seqs)
-            self._seqs.append(ids)
+            self._seqs.append(self._token_ids(text))
         return idx
 
     def _reset_if_large(self) -> None:
         if len(self._seqs) > MAX_CACHED or len(self._pair_scores) > 2 * MAX_CACHED:
-            self._vocab, self._seqs, self._seq_of_text, self._pair_scores = {}, [], {}, {}
+            self._vocab, self._word_ids, self._seqs, self._seq_of_text, self._pair_scores = {}, {}, [], {}, {}
             self._caches = PairCaches()
 
     def score(
@@ -165,10 +182,20 @@ class RougeScorer:
             raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
         self._reset_if_large()
         intern, known, seen = self._intern, self._pair_scores, self._seq_of_text.get
-        per_example: list[list[tuple[int, int]]] = []
+        # per example: its one (prediction, reference) key, or the list of them when it has several references
+        per_example: list[tuple[int, int] | list[tuple[int, int]]] = []
         new: dict[tuple[int, int], None] = {}
         for pred, refs in zip(predictions, references, strict=True):
-            p = intern(pred)
+            p = seen(pred)
+            if p is None:
+                p = intern(pred)
+            if len(refs) == 1:
+                t = seen(refs[0])
+                key = (p, intern(refs[0]) if t is None else t)
+                per_example.append(key)
+                if key not in known:
+                    new[key] = None
+                continue
             keys = [(p, i if (i := seen(r)) is not None else intern(r)) for r in refs]
             per_example.append(keys)
             for k in keys:
@@ -182,8 +209,16 @@ class RougeScorer:
         else:
             scored = score_pairs(self._seqs, todo, self._caches)
         known.update(zip(todo, scored, strict=True))
-        r1 = [max(known[k][0] for k in keys) for keys in per_example]
-        rl = [max(known[k][1] for k in keys) for keys in per_example]
+        r1: list[float] = []
+        rl: list[float] = []
+        for entry in per_example:
+            if isinstance(entry, tuple):
+                a, b = known[entry]
+            else:
+                a = max(known[k][0] for k in entry)
+                b = max(known[k][1] for k in entry)
+            r1.append(a)
+            rl.append(b)
         return r1, rl
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import yaml
 
-from evaluation.predictions import Prediction, parse_line
 from ni.errors import DataError
 from ni.run_layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, PREDICTIONS_FILE, RunLayout
 
@@ -143,35 +142,6 @@ def discover(paths: list[Path]) -> list[RunInfo]:
             rv = own.get("varied") if isinstance(own, dict) else None
             out.append(read_run(d, label(d) or d.name, rv if isinstance(rv, dict) else None))
     return sorted(out, key=lambda r: r.name)
-
-
-def read_predictions_lenient(path: Path) -> tuple[list[Prediction], bool]:
-    """Predictions of a file that may still be written: a last line cut mid-way (no newline) is left out and
-    reported (`truncated` = True); any other bad line is a DataError naming the file, line and field."""
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    truncated = False
-    if lines and lines[-1].strip():
-        try:
-            orjson.loads(lines[-1])
-        except orjson.JSONDecodeError:
-            truncated = True
-            lines = lines[:-1]
-    preds: list[Prediction] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            raw = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-        pred = parse_line(path, lineno, raw)
-        if pred.id in seen:
-            raise DataError(f"{path}:{lineno}: field 'id': duplicate id '{pred.id}' (first on line {seen[pred.id]})")
-        seen[pred.id] = lineno
-        preds.append(pred)
-    return preds, truncated
 
 
 def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, Any]]:

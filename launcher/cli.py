@@ -61,23 +61,27 @@ def cmd_plan(sweep: Sweep, args: argparse.Namespace) -> int:
 
 def _warn(backend: Backend, sweep: Sweep) -> None:
     """A backend's preflight warnings (settings that work, but probably not as meant), one line each."""
-    preflight = getattr(backend, "preflight_warnings", None)
-    for note in preflight(sweep) if preflight is not None else []:
+    for note in backend.preflight_warnings(sweep):
         print(f"warning: {note}", file=sys.stderr)
+
+
+RUNNING_HERE = "running its runs in this process"  # in the lock of a submit whose backend runs the jobs itself
 
 
 def cmd_submit(sweep: Sweep, args: argparse.Namespace) -> int:
     """Under the sweep's lock: two submits of one sweep never both decide to start a run (the second waits, then
     finds it running or done). The manifest is read after the lock is taken, so no submit saves a stale copy."""
-    backends.get_backend(args.backend).check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
-    lock = Manifest(args.runs_root, sweep).lock(f"launcher submit --backend {args.backend}")
+    backend = backends.get_backend(args.backend)
+    backend.check(sweep)  # a sweep the backend refuses leaves nothing behind, not even a lock
+    what = f"launcher submit --backend {backend.name}" + (f", {RUNNING_HERE}" if backend.runs_here else "")
+    lock = Manifest(args.runs_root, sweep).lock(what)
     lock.acquire(wait=True, on_wait=lambda holder: print(f"{sweep.name}: waiting for {holder} to finish submitting "
                                                          "(Ctrl-C stops waiting)", flush=True))
     try:
-        code = _submit(sweep, args, Manifest(args.runs_root, sweep))
+        code = _submit(sweep, args, Manifest(args.runs_root, sweep), backend)
     finally:
         lock.release()
-    if code != 0 or args.backend == "local":  # local runs ran in this process: they have ended
+    if code != 0 or backend.runs_here:  # the runs ran in this process: they have ended
         return code
     if getattr(args, "wait", False):
         return _wait(sweep, args)
@@ -108,7 +112,7 @@ def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
+def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest, backend: Backend) -> int:
     states = sweep_states(sweep, manifest)
     todo = set(manifest.to_submit(states))
     skipped = {s.state for s in states if s.run_id not in todo}
@@ -121,40 +125,23 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest) -> int:
               "they may still be live); submit again once it answers", file=sys.stderr)
     if not runs:
         return 1 if unknown else 0
-    view = _LiveView(sweep, manifest) if args.backend == "local" else None
-    backend = backends.get_backend(args.backend, **({"on_update": view.refresh, "on_start": _recorder(manifest, sweep)}
-                                           if view else {}))
-    backend.check(sweep)
     _warn(backend, sweep)
     from launcher.images import check_image_revision  # the image must hold the code being submitted
 
-    for note in check_image_revision(sweep, args.backend, allow_stale=args.allow_stale_image):
+    for note in check_image_revision(sweep, backend, allow_stale=args.allow_stale_image):
         print(f"warning: {note}", file=sys.stderr)
     specs = [manifest.write_launch_config(r) for r in runs]
-    if args.backend == "local":
-        assert view is not None
-        cmd_prepare(sweep, args, runs)  # the runs then only map the cache
-        with view:
-            backend.submit(sweep, specs)
-    elif args.backend == "slurm":  # job arrays: one submission per resource group
-        from launcher.backends.slurm import SubmitFailed
+    by_id = {s.run.run_id: s.run for s in specs}
 
-        by_id = {s.run.run_id: s.run for s in specs}
-        jobs: list[Job] = []
-        try:
-            jobs = backend.submit(sweep, specs)
-        except SubmitFailed as e:
-            jobs = e.jobs  # the arrays sbatch took before it failed: recorded, never submitted twice
-            raise
-        finally:
-            for job in jobs:
-                manifest.record(by_id[job.run_id], "slurm", job)
-    else:  # one at a time into the manifest, so a failure mid-way is completed by the next submit
-        for spec in specs:
-            for job in backend.submit(sweep, [spec]):
-                manifest.record(spec.run, args.backend, job)
-    if args.backend != "local":
+    def record(job: Job) -> None:  # as each job exists: one that fails part-way leaves the others recorded
+        manifest.record(by_id[job.run_id], backend.name, job)
+
+    if not backend.runs_here:
+        backend.submit(sweep, specs, record)
         return 1 if unknown else 0
+    cmd_prepare(sweep, args, runs)  # the runs then only map the cache
+    with _LiveView(sweep, manifest):
+        backend.submit(sweep, specs, record)
     cmd_status(sweep, args)
     failed = [s.run_id for s in sweep_states(sweep, manifest) if s.state not in ("completed", "running", "pending")]
     if failed:
@@ -177,11 +164,6 @@ def cmd_prepare(sweep: Sweep, args: argparse.Namespace, runs: Sequence[Any] | No
     return 0
 
 
-def _recorder(manifest: Manifest, sweep: Sweep) -> Any:
-    runs = {r.run_id: r for r in sweep.runs}
-    return lambda job: manifest.record(runs[job.run_id], "local", job)
-
-
 def cmd_status(sweep: Sweep, args: argparse.Namespace) -> int:
     manifest = Manifest(args.runs_root, sweep)
     states = sweep_states(sweep, manifest)
@@ -193,12 +175,12 @@ def cmd_status(sweep: Sweep, args: argparse.Namespace) -> int:
 
 
 def cmd_pull(sweep: Sweep, args: argparse.Namespace) -> int:
+    """Each run's newest job's results into its run directory, from backends whose jobs do not write it themselves."""
     manifest = Manifest(args.runs_root, sweep)
     pulled = 0
     for run in sweep.runs:
         jobs, backend = manifest.jobs(run.run_id), manifest.backend_of(run.run_id)
-        if backend == "beaker" and jobs:
-            backends.get_backend("beaker").pull(jobs[-1], manifest.run_dir(run))  # type: ignore[attr-defined]
+        if backend and jobs and backends.get_backend(backend).pull(jobs[-1], manifest.run_dir(run)):
             pulled += 1
     print(f"{sweep.name}: pulled {pulled} run(s); local and SLURM runs write to the shared run directories")
     return 0
@@ -225,7 +207,7 @@ def cmd_cancel(sweep: Sweep, args: argparse.Namespace) -> int:
         lock.acquire(wait=False)
     except Busy:
         holder = read_holder(lock.path)
-        if ("launcher submit --backend local" in str(holder.get("what")) and holder.get("host") == socket.gethostname()
+        if (RUNNING_HERE in str(holder.get("what")) and holder.get("host") == socket.gethostname()
                 and alive(int(holder.get("pid", 0)), holder.get("start"))):
             print(f"{sweep.name}: interrupting the local submit ({describe(holder)})", flush=True)
             os.kill(int(holder["pid"]), signal.SIGINT)
@@ -270,7 +252,7 @@ class _LiveView:
     def __enter__(self) -> _LiveView:
         from rich.live import Live
 
-        self.live = Live(self.render(), refresh_per_second=2)
+        self.live = Live(get_renderable=self.render, refresh_per_second=2)  # re-read at each refresh
         self.live.__enter__()
         return self
 

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from launcher import backends
+from launcher.backends import BACKENDS
 from ni.errors import ConfigError
 
 if TYPE_CHECKING:
+    from launcher.backends.base import Backend
     from launcher.sweep import Sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,18 +54,6 @@ def image_revision(ref: str) -> tuple[str, bool] | None:
     if m is None:
         return None
     return m.group("sha"), m.group("dirty") is not None
-
-
-def sweep_images(sweep: Sweep, backend: str) -> list[tuple[str, str]]:
-    """(setting, image reference) pairs that `backend` would run for this sweep (empty: no container)."""
-    backends = sweep.spec.backend
-    if backend == "beaker":
-        image = backends.beaker.image
-        return [("backend.beaker.image", image)] if image else []
-    container = backends.local.container if backend == "local" else backends.slurm.container
-    if container.kind != "none" and container.image:
-        return [(f"backend.{backend}.container.image", container.image)]
-    return []
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -90,13 +81,14 @@ def code_revision(repo: Path = REPO) -> CodeRevision | None:
     return CodeRevision(full, short, bool(status))
 
 
-def check_image_revision(sweep: Sweep, backend: str, allow_stale: bool = False, repo: Path = REPO,
+def check_image_revision(sweep: Sweep, backend: Backend, allow_stale: bool = False, repo: Path = REPO,
                          where: str = "") -> list[str]:
-    """Raise ConfigError when an image of the sweep was built from other code than HEAD; return warnings."""
+    """Raise ConfigError when an image the backend would run for the sweep (`Backend.images`) was built from other
+    code than HEAD; return warnings."""
     allow_stale = allow_stale or os.environ.get(ALLOW_ENV, "") not in ("", "0")
     where = where or str(sweep.path)
     notes: list[str] = []
-    images = sweep_images(sweep, backend)
+    images = backend.images(sweep)
     if not images:
         return notes
     code = code_revision(repo)
@@ -191,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--torch", default=None, help="torch pin (default: scripts/install.sh's TORCH_VERSION)")
     c = sub.add_parser("check", help="the image revision check `submit` runs, without submitting")
     c.add_argument("sweep", type=Path)
-    c.add_argument("--backend", default="local", choices=("local", "slurm", "beaker"))
+    c.add_argument("--backend", default="local", choices=BACKENDS)
     c.add_argument("--allow-stale-image", action="store_true")
     args = p.parse_args(argv)
     if args.command == "pyproject-hash":
@@ -200,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     from launcher.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
-    for note in check_image_revision(sweep, args.backend, allow_stale=args.allow_stale_image):
+    backend = backends.get_backend(args.backend)
+    for note in check_image_revision(sweep, backend, allow_stale=args.allow_stale_image):
         print(f"warning: {note}", file=sys.stderr)
-    images = sweep_images(sweep, args.backend)
+    images = backend.images(sweep)
     print(f"{sweep.name}: {', '.join(ref for _, ref in images) or 'no container image'} ({args.backend}): ok")
     return 0
 

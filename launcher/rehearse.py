@@ -294,7 +294,7 @@ def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
         run_dir = root / sweep.name / run.run_id
         toy = toy_config(run.config, f"{sweep.path} (rehearsal of {run.run_id})")
         toy = toy.model_copy(update={"output_dir": str(run_dir.resolve())})
-        rehearsed = PlannedRun(run.run_id, run.varied, toy, run.resources, run.variant, run.overrides)
+        rehearsed = PlannedRun(run.run_id, run.varied, toy, run.resources, run.variant)
         if run_dir.exists():  # a rehearsal starts afresh
             import shutil
 

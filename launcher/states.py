@@ -10,11 +10,7 @@ from launcher import backends
 from launcher.backends.base import BackendUnavailable, Job, JobState
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep
-from ni.errors import ConfigError, TkError
-
-
-class NotStartedError(TkError):
-    """A run asked for what only a started run has (its log, its job): it was not submitted or started here."""
+from ni.errors import ConfigError
 
 
 def job_states(sweep: Sweep, manifest: Manifest, unreachable: set[str] | None = None) -> dict[str, JobState]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,52 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ni.errors import ConfigError
 from ni.names import check_name
 from ni.yamlio import read_yaml
-from trainer.config import RunConfig, apply_overrides, fields_of, validate_config
+from trainer.config import RunConfig, fields_of, merge, parse_override, validate_config
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Resources(_Strict):
-    gpus: int = Field(0, ge=0, description="GPUs per node")
-    nodes: int = Field(1, ge=1)
-    procs_per_node: int | None = Field(
-        None, ge=1, description="trainer ranks per node; default: one per GPU (one on a CPU-only node)"
-    )
-    cpus: int = Field(4, ge=1, description="CPUs per node")
-    memory: str = Field("16G", description="per node: a number with a unit K, M, G or T (binary), e.g. 64G")
-    time: str = Field("04:00:00", description="wall-clock limit, HH:MM:SS or D-HH:MM:SS (or MM:SS)")
-
-    @field_validator("time")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        duration_seconds(v)
-        return v
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        m = MEMORY.fullmatch(v)
-        if not m or float(m.group(1)) <= 0:
-            raise ValueError(f"'{v}' is not an amount of memory: a number with a unit K, M, G or T, e.g. 64G or 500M")
-        return v
-
-    @property
-    def time_seconds(self) -> int:
-        return duration_seconds(self.time)
-
-    @property
-    def ranks_per_node(self) -> int:
-        return self.procs_per_node or self.gpus or 1
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.ranks_per_node
-
-
 MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT](?:i?B)?)\s*", re.IGNORECASE)
 _DURATION = re.compile(r"\s*(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)\s*")
+_GIB = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}
 
 
 def duration_seconds(text: str) -> int:
@@ -94,13 +58,98 @@ def duration_seconds(text: str) -> int:
     raise ValueError(f"'{text}' is not a wall-clock limit: HH:MM:SS or D-HH:MM:SS, e.g. \"04:00:00\" or \"2-00:00:00\"")
 
 
+class _Parsed:
+    """A resource value read once, where the sweep is validated: the text as written (what `plan` shows and what a
+    sweep file holds) and its parts; backends read the parts, never the text."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, v: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            cls.parse, serialization=core_schema.plain_serializer_function_ser_schema(str))
+
+
+@dataclass(frozen=True)
+class Duration(_Parsed):
+    """`resources.time`: a wall-clock limit (see `duration_seconds`)."""
+
+    text: str
+    seconds: int
+
+    @property
+    def minutes(self) -> int:
+        """Whole minutes, rounded up (at least one): SLURM's unit."""
+        return max(1, -(-self.seconds // 60))
+
+    @classmethod
+    def parse(cls, v: Any) -> Duration:
+        if isinstance(v, Duration):
+            return v
+        if not isinstance(v, str):
+            raise ValueError(f"'{v}' is not a wall-clock limit: HH:MM:SS or D-HH:MM:SS, in quotes, e.g. \"04:00:00\"")
+        return cls(v, duration_seconds(v))
+
+
+@dataclass(frozen=True)
+class Memory(_Parsed):
+    """`resources.memory`: a positive number with a binary unit K, M, G or T (`64G`; `64GiB` and `64GB` read the
+    same)."""
+
+    text: str
+    number: str  # as written: "64", "1.5"
+    unit: str  # K, M, G or T
+    suffix: str  # what followed the unit as written: "", "B" or "iB"
+    gib: float
+
+    @classmethod
+    def parse(cls, v: Any) -> Memory:
+        if isinstance(v, Memory):
+            return v
+        m = MEMORY.fullmatch(v) if isinstance(v, str) else None
+        if not m or float(m.group(1)) <= 0:
+            raise ValueError(f"'{v}' is not an amount of memory: a number with a unit K, M, G or T, e.g. 64G or 500M")
+        unit = m.group(2)[0].upper()
+        return cls(v, m.group(1), unit, m.group(2)[1:], round(float(m.group(1)) * _GIB[unit], 6))
+
+
+class Resources(_Strict):
+    gpus: int = Field(0, ge=0, description="GPUs per node")
+    nodes: int = Field(1, ge=1)
+    procs_per_node: int | None = Field(
+        None, ge=1, description="trainer ranks per node; default: one per GPU (one on a CPU-only node)"
+    )
+    cpus: int = Field(4, ge=1, description="CPUs per node")
+    memory: Memory = Field(Memory.parse("16G"),
+                           description="per node: a number with a unit K, M, G or T (binary), e.g. 64G")
+    time: Duration = Field(Duration.parse("04:00:00"),
+                           description="wall-clock limit, HH:MM:SS or D-HH:MM:SS (or MM:SS)")
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.procs_per_node or self.gpus or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+
 class Container(_Strict):
     kind: Literal["none", "pyxis", "apptainer", "docker"] = "none"
     image: str | None = None
     mounts: list[str] = Field(default_factory=list, description="host:container[:ro] bind mounts")
 
 
-class LocalBackend(_Strict):
+class LocalSettings(_Strict):
     parallel: int = Field(1, ge=1, description="runs at a time")
     container: Container = Container()
 
@@ -110,7 +159,7 @@ _MANAGED_SBATCH = {"nodes", "ntasks_per_node", "cpus_per_task", "mem", "time", "
                    "wckey", "open_mode"}
 
 
-class SlurmBackend(_Strict):
+class SlurmSettings(_Strict):
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -141,7 +190,7 @@ class SlurmBackend(_Strict):
         return v
 
 
-class BeakerBackend(_Strict):
+class BeakerSettings(_Strict):
     workspace: str | None = None
     clusters: list[str] = Field(default_factory=list)
     budget: str | None = None
@@ -189,10 +238,12 @@ class BeakerBackend(_Strict):
         return "/".join(parts)
 
 
-class Backends(_Strict):
-    local: LocalBackend = LocalBackend()
-    slurm: SlurmBackend = SlurmBackend()
-    beaker: BeakerBackend = BeakerBackend()
+class BackendSettings(_Strict):
+    """`backend:` of a sweep file: one settings model per backend, under its name."""
+
+    local: LocalSettings = LocalSettings()
+    slurm: SlurmSettings = SlurmSettings()
+    beaker: BeakerSettings = BeakerSettings()
 
 
 class Variant(_Strict):
@@ -216,7 +267,7 @@ class SweepFile(_Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=list)
     resources: Resources = Resources()
-    backend: Backends = Backends()
+    backend: BackendSettings = BackendSettings()
 
     @field_validator("name")
     @classmethod
@@ -233,7 +284,6 @@ class PlannedRun:
     config: RunConfig
     resources: Resources
     variant: str | None = None
-    overrides: list[str] = field(default_factory=list)
 
     def resource_key(self) -> str:
         return orjson.dumps(self.resources.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
@@ -326,13 +376,6 @@ def _base_config(p: Path, node: yaml.Node | None, spec: SweepFile) -> dict[str, 
     return loaded
 
 
-def _as_override(key: str, value: Any) -> str:
-    """`key=value` with the value as YAML flow text, so it reaches the config with its type intact."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
-    text = text.removesuffix("\n...").removesuffix("...").strip()
-    return f"{key}={text}"
-
-
 def _combinations(p: Path, node: yaml.Node | None, spec: SweepFile) -> list[tuple[str | None, dict[str, Any], dict]]:
     """(variant name, varied values, variant resources) for every run before seeds."""
     lengths = {k: len(v) for k, v in spec.zip.items()}
@@ -364,15 +407,14 @@ _MISSING = object()
 
 def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -> list[PlannedRun]:
     base = _base_config(p, node, spec)
-    base = apply_overrides(base, [_as_override(k, v) for k, v in spec.set.items()] + extra, source=str(p))
+    base = merge(base, [*spec.set.items(), *(parse_override(o, str(p)) for o in extra)], source=str(p))
     combos = _combinations(p, node, spec)
     seeds: list[int | None] = list(spec.seeds) or [None]
     runs: list[PlannedRun] = []
     seen: dict[str, dict[str, Any]] = {}
     for (vname, varied, vres), seed in itertools.product(combos, seeds):
         values = dict(varied) if seed is None else {**varied, "seed": seed}
-        overrides = [_as_override(k, v) for k, v in values.items()]
-        raw = apply_overrides(base, overrides, source=str(p))
+        raw = merge(base, values, source=str(p))
         raw.setdefault("name", spec.name)
         try:
             resources = Resources.model_validate({**spec.resources.model_dump(), **vres})
@@ -390,7 +432,7 @@ def expand(p: Path, node: yaml.Node | None, spec: SweepFile, extra: list[str]) -
             continue  # two rows that resolve to the same config are one run
         seen[run_id] = values
         shown = {"variant": vname, **values} if vname else values
-        runs.append(PlannedRun(run_id, shown, cfg, resources, vname, overrides))
+        runs.append(PlannedRun(run_id, shown, cfg, resources, vname))
     if not runs:
         raise ConfigError(f"{p}: the sweep expands to zero runs", hint="Check 'exclude:' and empty lists in 'grid:'.")
     return runs

@@ -1,6 +1,6 @@
 """The Beaker backend: specs through beaker-py's own classes, goldens, and the job lifecycle through a fake.
 
-No Beaker server is reachable here: `launcher.backends.beaker_fake.FakeBeakerClient` plays one, returning real
+No Beaker server is reachable here: `tests.beaker_fake.FakeBeakerClient` plays one, returning real
 beaker-py protobuf jobs. `test_real_submission` talks to a real Beaker and runs only with BEAKER_TOKEN set.
 Regenerate the goldens with TK_UPDATE_GOLDEN=1.
 """
@@ -40,17 +40,16 @@ from launcher.backends.beaker import (
     RESULT_PATH,
     WRAPPER,
     BeakerBackend,
-    attempt_state,
     config_yaml,
-    job_state,
     spec_from_json,
     spec_json,
 )
-from launcher.backends.beaker_fake import FakeBeakerClient
+from launcher.backends.beaker_jobs import attempt_state, job_state
 from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import Rendezvous, Topology, launch_argv, port_from
 from ni.errors import ConfigError
+from tests.beaker_fake import FakeBeakerClient
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "beaker"
 SECRET_VALUE = "hf_secret123"

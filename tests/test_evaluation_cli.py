@@ -207,6 +207,16 @@ def test_scalar_outputs_and_predictions_are_coerced_to_text(tmp_path: Path) -> N
     assert aggregate(score_examples([p.prediction for p in preds], [p.references for p in preds]))["exact_match"] == 50.0
 
 
+def test_the_fast_path_of_a_line_reads_what_the_checked_path_reads() -> None:
+    from evaluation.predictions import _parse_checked, parse_line
+
+    lines = [row(0), row(1, output=["a", "b", "c"]), row(2, Categories=[]), row(3, Categories=None),
+             row(4, Categories="Title Generation"), row(5, Categories=[7]), row(6, output=["a", 3]), row(7, prediction=3),
+             row(8, id=5), {k: v for k, v in row(9).items() if k != "Categories"}]
+    for i, raw in enumerate(lines, 1):
+        assert parse_line(Path("p"), i, raw) == _parse_checked(Path("p"), i, raw)
+
+
 BAD_INPUTS: list[tuple[str, list[Any] | bytes, str]] = [
     ("invalid-json", b'{"id": "a", "Task": "t"\n', ":1: invalid JSON"),
     ("not-an-object", [row(0), [1, 2]], ":2: expected a JSON object, got list"),

@@ -23,8 +23,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from launcher.backends import get_backend
 from launcher.backends.beaker import BeakerBackend
-from launcher.backends.beaker_fake import FakeBeakerClient
 from launcher.backends.local import LocalBackend
 from launcher.backends.slurm import SlurmBackend
 from launcher.images import (
@@ -39,6 +39,7 @@ from launcher.manifest import Manifest
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import Rendezvous
 from ni.errors import ConfigError
+from tests.beaker_fake import FakeBeakerClient
 from tests.conftest import REPO
 
 IMAGES = REPO / "images"
@@ -375,24 +376,24 @@ def test_revision_check_against_head(tiny_repo: Path, tmp_path: Path, monkeypatc
     _git(tiny_repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "change")
     head = _git(tiny_repo, "rev-parse", "--short", "HEAD")
     sweep = sweep_with(tmp_path, local=f"tk-lab-trainer:{head}", slurm=f"reg#lab/tk:{old}", beaker="me/tk-latest")
-    assert check_image_revision(sweep, "local", repo=tiny_repo) == []
+    assert check_image_revision(sweep, get_backend("local"), repo=tiny_repo) == []
     with pytest.raises(ConfigError) as e:
-        check_image_revision(sweep, "slurm", repo=tiny_repo)
+        check_image_revision(sweep, get_backend("slurm"), repo=tiny_repo)
     msg = str(e.value)
     assert f"image reg#lab/tk:{old} was built from {old} but the code is {head}" in msg
     assert "make image" in msg and "--allow-stale-image" in msg and "backend.slurm.container.image" in msg
-    notes = check_image_revision(sweep, "slurm", allow_stale=True, repo=tiny_repo)
+    notes = check_image_revision(sweep, get_backend("slurm"), allow_stale=True, repo=tiny_repo)
     assert len(notes) == 1 and "stale code" in notes[0] and "allowed" in notes[0]
     monkeypatch.setenv(ALLOW_ENV, "1")
-    assert len(check_image_revision(sweep, "slurm", repo=tiny_repo)) == 1
+    assert len(check_image_revision(sweep, get_backend("slurm"), repo=tiny_repo)) == 1
     monkeypatch.delenv(ALLOW_ENV)
-    notes = check_image_revision(sweep, "beaker", repo=tiny_repo)
+    notes = check_image_revision(sweep, get_backend("beaker"), repo=tiny_repo)
     assert len(notes) == 1 and "names no git revision" in notes[0]
     (tiny_repo / "ni" / "x.py").write_text("x = 4\n")  # HEAD's image, but the tree has moved on: a warning
-    notes = check_image_revision(sweep, "local", repo=tiny_repo)
+    notes = check_image_revision(sweep, get_backend("local"), repo=tiny_repo)
     assert len(notes) == 1 and "uncommitted changes" in notes[0]
     no_container = load_sweep(_write(tmp_path / "plain.yaml", f"name: p\nbase: {TINY}\n"))
-    assert check_image_revision(no_container, "slurm", repo=tiny_repo) == []
+    assert check_image_revision(no_container, get_backend("slurm"), repo=tiny_repo) == []
 
 
 def _write(path: Path, text: str) -> Path:

@@ -182,7 +182,7 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
     manifest keeps the first; the next submit adds only the other two; pull + report read the results."""
     from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
-    from launcher.backends.beaker_fake import FakeBeakerClient
+    from tests.beaker_fake import FakeBeakerClient
 
     class Flaky(FakeBeakerClient):
         fail_next_at = 2
@@ -211,6 +211,77 @@ def test_interrupted_beaker_submission_is_completed_by_the_next_submit(tmp_path:
     assert cli.main(["pull", str(p), "--runs-root", str(runs)]) == 0
     for run_id in manifest["runs"]:
         assert (runs / "bk" / run_id / "DONE").is_file() and (runs / "bk" / run_id / "metrics.json").is_file()
+
+
+def test_the_cli_asks_a_backend_only_through_its_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A stand-in backend the CLI knows nothing of (under a registered name): submit records the jobs its callback
+    hands over, also when submit fails part-way; plan, status, pull, logs and cancel reach it through the protocol."""
+    from launcher import backends, cli
+    from launcher.backends.base import Job
+
+    calls: list[tuple[str, ...]] = []
+
+    class StandIn:
+        name, runs_here = "beaker", False
+
+        def check(self, sweep: object) -> None:
+            calls.append(("check",))
+
+        def preflight_warnings(self, sweep: object) -> list[str]:
+            return ["mind the gap"]
+
+        def images(self, sweep: object) -> list[tuple[str, str]]:
+            return []
+
+        def render(self, sweep: object, specs: list) -> dict[str, str]:  # type: ignore[type-arg]
+            return {f"{s.run.run_id}.txt": "rendered\n" for s in specs}
+
+        def submit(self, sweep: object, specs: list, on_job=None) -> list[Job]:  # type: ignore[no-untyped-def,type-arg]
+            jobs = []
+            for s in specs:
+                if calls == [("check",)] and jobs:  # the first submit fails after its first job
+                    raise OSError("connection reset by peer")
+                jobs.append(Job(s.run.run_id, f"job-{s.run.run_id}"))
+                on_job(jobs[-1])
+            calls.append(("submit", *(j.job_id for j in jobs)))
+            return jobs
+
+        def status(self, jobs: list[Job]) -> dict[str, str]:
+            return {j.job_id: "running" for j in jobs}
+
+        def cancel(self, jobs: list[Job]) -> None:
+            calls.append(("cancel", *(j.job_id for j in jobs)))
+
+        def pull(self, job: Job, run_dir: Path) -> list[Path]:
+            calls.append(("pull", job.job_id))
+            return [run_dir / "DONE"]
+
+        def logs(self, target, follow, tail, out, poll) -> int:  # type: ignore[no-untyped-def]
+            out.write(f"logs of {target.run.run_id}: {[j.job_id for j in target.jobs]} {follow} {tail}\n")
+            return 0
+
+    monkeypatch.setattr(backends, "get_backend", lambda name: StandIn())
+    p = write(tmp_path, "name: si\n" + BASE + "grid:\n  seed: [1, 2]\n")
+    a, b = (r.run_id for r in load_sweep(p).runs)
+    runs = ["--runs-root", str(tmp_path / "runs")]
+    assert cli.main(["plan", str(p), "--backend", "beaker", "--render", *runs]) == 0
+    assert f"--- {a}.txt\nrendered" in capsys.readouterr().out
+    with pytest.raises(OSError):
+        cli.main(["submit", str(p), "--backend", "beaker", *runs])
+    assert "warning: mind the gap" in capsys.readouterr().err
+    manifest = orjson.loads((tmp_path / "runs" / "si" / "manifest.json").read_bytes())
+    assert {k: (e["backend"], e["jobs"]) for k, e in manifest["runs"].items()} == {a: ("beaker", [f"job-{a}"])}
+    assert cli.main(["submit", str(p), "--backend", "beaker", *runs]) == 0  # only the run not recorded
+    assert calls[-1] == ("submit", f"job-{b}")
+    capsys.readouterr()
+    assert cli.main(["status", str(p), *runs]) == 0 and capsys.readouterr().out.count("running") == 2
+    assert cli.main(["pull", str(p), *runs]) == 0 and "pulled 2 run(s)" in capsys.readouterr().out
+    assert cli.main(["logs", str(p), b, "--tail", "7", *runs]) == 0
+    assert capsys.readouterr().out == f"logs of {b}: ['job-{b}'] False 7\n"
+    assert cli.main(["cancel", str(p), *runs]) == 0
+    assert [c for c in calls if c[0] in ("pull", "cancel")] == [
+        ("pull", f"job-{a}"), ("pull", f"job-{b}"), ("cancel", f"job-{a}"), ("cancel", f"job-{b}")]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import pytest
 
 from launcher import logs as L
 from launcher import progress as P
+from launcher import tail as tails
 from launcher.backends.base import Job
 from launcher.manifest import Manifest, RunState
 from launcher.sweep import Sweep, load_sweep
@@ -216,7 +217,7 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
     err_f.write_text(e1 + PREEMPTED_ERR + e2)
     append(manifest.run_dir(sweep.runs[0]), {"step": 3, "loss": 1.0}, {"event": "resumed", "step": 3,
                                                                         "checkpoint": "step-000000003"})
-    monkeypatch.setattr(L, "_job_state", lambda backend, job: "running")
+    monkeypatch.setattr(tails, "job_state", lambda backend, job: "running")
     buf = io.StringIO()
     assert L.logs(sweep, tmp_path / "runs", sweep.runs[0].run_id, out=buf) == 0
     text = buf.getvalue()
@@ -228,7 +229,7 @@ def test_slurm_shows_the_newest_attempt_with_a_line_per_restart(tmp_path: Path, 
 
     # following: a second requeue appears while we watch, then the job ends
     state = {"s": "running"}
-    monkeypatch.setattr(L, "_job_state", lambda backend, job: state["s"])
+    monkeypatch.setattr(tails, "job_state", lambda backend, job: state["s"])
 
     def cluster() -> None:
         time.sleep(0.5)
@@ -300,7 +301,7 @@ def test_slurm_logs_on_a_real_cluster_across_a_requeue(tmp_path: Path) -> None:
 
 def test_logs_of_a_run_not_started_say_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from launcher import cli
-    from launcher.states import NotStartedError
+    from launcher.backends.base import NotStartedError
     from ni.cli_util import run_cli
     from ni.errors import ConfigError
 
@@ -326,7 +327,7 @@ BEAKER = ("name: bk\nbase: {model: {name_or_path: tiny}}\ngrid: {seed: [1, 2]}\n
 def test_beaker_logs_of_the_newest_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from launcher import backends, cli
     from launcher.backends.beaker import BeakerBackend
-    from launcher.backends.beaker_fake import FakeBeakerClient
+    from tests.beaker_fake import FakeBeakerClient
 
     p = sweep_file(tmp_path, BEAKER)
     sweep = load_sweep(p)
@@ -411,9 +412,9 @@ def test_following_a_slurm_run_goes_on_while_the_controller_does_not_answer(
         clock[0] += 600.0
         return clock[0]
 
-    monkeypatch.setattr(L, "_job_state", job_state)
-    monkeypatch.setattr(L.time, "monotonic", monotonic)
-    monkeypatch.setattr(L.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tails, "job_state", job_state)
+    monkeypatch.setattr(time, "monotonic", monotonic)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
     buf = io.StringIO()
     assert L.logs(sweep, tmp_path / "runs", sweep.runs[0].run_id, follow=True, tail=0, interval=0.01, out=buf) == 0
     text = buf.getvalue()

@@ -12,17 +12,10 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from evaluation import rouge
-from evaluation.metrics import (
-    ExampleScores,
-    aggregate,
-    aggregate_groups,
-    evaluate,
-    headline,
-    normalize_answer,
-    score_examples,
-)
+from evaluation.metrics import ExampleScores, aggregate, normalize_answer, score_examples
 from evaluation.overlap import lcs_length
 from evaluation.rouge import DefaultTokenizer, RougeScorer, XlingualTokenizer
+from evaluation.scoring import Scores, evaluate, flatten, group_key, split_group_key, summarize
 from ni.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,21 +217,28 @@ def test_grouped_metrics_keys_rounding_renames_and_headline() -> None:
         assert {m: report["per_task"][f"{m}_for_{group}"] for m in expected} == expected
 
 
-def test_aggregate_groups_sums_in_input_order() -> None:
+def test_groups_sum_in_input_order() -> None:
     # Floats whose sum depends on the order: the original summed each group front to back.
     vals = [0.1, 0.7, 1e-16, 0.2, 0.3]
-    scores = ExampleScores([0] * 5, vals, vals)
-    out = aggregate_groups(scores, ["g"] * 5)
+    assert sum(vals[::-1]) != sum(vals)
+    scores = summarize(ExampleScores([0] * 5, vals, vals), ["t"] * 5, ["g"] * 5, "default")
     total = 0.0
     for v in vals:
         total += v
-    assert out["rouge1_for_g"] == round(100.0 * total / 5, 4)
+    assert scores.per_task["t"]["rouge1"] == scores.per_category["g"]["rouge1"] == round(100.0 * total / 5, 4)
+    assert scores.overall["rougeL"] == round(100.0 * total / 5, 4) and scores.tasks["t"].sums["rougeL"] == total
 
 
 def test_headline_ignores_categories_without_a_headline_metric() -> None:
-    assert headline({"rougeL_for_question_answering": 1.0, "exact_match_for_word_analogy": 2.0}) == {
-        "exact_match_for_word_analogy": 2.0
-    }
+    figures = {"exact_match": 2.0, "rouge1": 3.0, "rougeL": 1.0}
+    scores = Scores("default", 2, figures, {}, {"question_answering": figures, "word_analogy": figures})
+    assert flatten(scores.headline()) == {"exact_match_for_word_analogy": 2.0}
+
+
+def test_group_keys_round_trip() -> None:
+    assert group_key("rougeL", "task1_a_for_b") == "rougeL_for_task1_a_for_b"
+    assert split_group_key("rougeL_for_task1_a_for_b") == ("rougeL", "task1_a_for_b")
+    assert split_group_key("bleu_for_x") is None and split_group_key("rougeL") is None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def test_tiny_model_learns_the_training_tasks(tmp_path: Path, embedded: Path) ->
     copy-demo baseline on the same instances of its training tasks."""
     import shutil
 
-    from evaluation.metrics import evaluate
+    from evaluation.scoring import evaluate
     from trainer.tiny import build_tiny_model
 
     data = tmp_path / "data"

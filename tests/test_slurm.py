@@ -24,7 +24,7 @@ import pytest
 from submitit.core.utils import DelayedSubmission
 
 from launcher.backends.base import BackendUnavailable, Job, RunSpec
-from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state, memory_gb, time_minutes
+from launcher.backends.slurm import SlurmBackend, TrainerJob, map_state
 from launcher.sweep import Sweep, load_sweep
 from launcher.topology import FORWARDED_SIGNALS, SHUTDOWN_GRACE_S, Rendezvous
 from ni.errors import ConfigError
@@ -289,10 +289,19 @@ def test_check_requires_image(tmp_path: Path) -> None:
 
 
 def test_units() -> None:
-    assert memory_gb("16G") == 16 and memory_gb("512M") == 0.5 and memory_gb("1T") == 1024
-    assert time_minutes("04:00:00") == 240 and time_minutes("1-00:00:30") == 1441 and time_minutes("10:00") == 10
-    with pytest.raises(ConfigError):
-        memory_gb("lots")
+    """resources.memory and resources.time are read once, by the sweep's schema; SLURM takes GiB and minutes."""
+    from pydantic import ValidationError
+
+    from launcher.sweep import Resources
+
+    gib = [Resources(memory=m).memory.gib for m in ("16G", "512M", "1T", "16GiB", "16gb")]  # type: ignore[arg-type]
+    assert gib == [16, 0.5, 1024, 16, 16]
+    minutes = [Resources(time=t).time.minutes for t in ("04:00:00", "1-00:00:30", "10:00", "00:00:01")]  # type: ignore[arg-type]
+    assert minutes == [240, 1441, 10, 1]
+    assert str(Resources(time="1-00:00:30").time) == "1-00:00:30"  # type: ignore[arg-type]
+    assert Resources().model_dump()["memory"] == "16G"  # what a sweep file holds (and resource groups compare)
+    with pytest.raises(ValidationError, match="not an amount of memory"):
+        Resources(memory="lots")  # type: ignore[arg-type]
     assert map_state("CANCELLED by 0") == "cancelled" and map_state("OUT_OF_MEMORY") == "failed"
     assert map_state("REQUEUED") == "pending" and map_state("COMPLETING") == "running"  # SLURM reruns it itself
     assert map_state("PREEMPTED") == "preempted"

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import yaml
 
+from evaluation.scoring import split_group_key
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_dir
 from trainer.config import RunConfig
@@ -128,9 +129,9 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     keys = sorted(overall)
     rows: dict[str, dict[str, Any]] = {}
     for flat, value in metrics.get("per_category", {}).items():
-        metric, sep, group = flat.partition("_for_")
-        if sep and metric in overall:
-            rows.setdefault(group, {})[metric] = value
+        key = split_group_key(flat)
+        if key is not None and key[0] in overall:
+            rows.setdefault(key[1], {})[key[0]] = value
     lines = ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines.append("| overall | " + " | ".join(_fmt(overall[k]) for k in keys) + " |")
     for group, row in sorted(rows.items()):

@@ -270,7 +270,7 @@ def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:
 
 
 def score(split: Any, preds: list[str], track: str) -> dict[str, Any]:
-    from evaluation.metrics import evaluate
+    from evaluation.scoring import evaluate
 
     pairs = list(split)
     return evaluate(preds, [list(i.outputs) for _, i in pairs], [t.name for t, _ in pairs],

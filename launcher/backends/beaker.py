@@ -32,18 +32,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import orjson
 import yaml
 from beaker import (
-    BeakerCancelationCode,
     BeakerConstraints,
     BeakerDataMount,
     BeakerDataSource,
@@ -60,19 +58,18 @@ from beaker import (
     BeakerTaskResources,
     BeakerTaskSpec,
     BeakerWorkload,
-    BeakerWorkloadStatus,
 )
 from beaker.common import to_lower_camel
 from beaker.types import BeakerDatasetFile
 
-from launcher.backends.base import Job, JobState, RunSpec
-from launcher.sweep import BeakerBackend as BeakerSettings
-from launcher.sweep import PlannedRun, Sweep
+from launcher.backends import beaker_jobs
+from launcher.backends.base import Job, JobState, LogTarget, RunSpec
+from launcher.backends.beaker_jobs import attempt_state, current_attempt, leader
+from launcher.sweep import BeakerSettings, Memory, PlannedRun, Sweep
 from launcher.topology import Topology, port_from
 from ni.errors import ConfigError
 from ni.io import atomic_open
 from ni.run_layout import CHECKPOINTS_DIR
-from trainer.rundir import EXIT_PREEMPTED
 
 RESULT_PATH = "/results"
 DATA_PATH = "/data"
@@ -96,17 +93,6 @@ WRAPPER = (
     "                   rendezvous=Rendezvous(host, port) if topo.distributed else None)\n"
     "os.execvp(argv[0], argv)\n"
 )
-
-_PREEMPTION_CODES = {
-    BeakerCancelationCode.system_preemption,
-    BeakerCancelationCode.user_preemption,
-    BeakerCancelationCode.sibling_task_preemption,
-    BeakerCancelationCode.node_unavailable,
-}
-_PENDING = {BeakerWorkloadStatus.submitted, BeakerWorkloadStatus.queued, BeakerWorkloadStatus.ready_to_start}
-_RUNNING = {BeakerWorkloadStatus.initializing, BeakerWorkloadStatus.running, BeakerWorkloadStatus.stopping,
-            BeakerWorkloadStatus.uploading_results}
-
 
 # --- the client surface the backend uses ----------------------------------------------------------------
 
@@ -195,10 +181,11 @@ class RealBeakerClient:
 
 
 def _duration_seconds(text: str) -> int:
-    """Slurm-style wall-clock limit: [D-]HH:MM:SS, MM:SS or minutes."""
+    """`min_runtime`, a Slurm-style wall-clock limit: [D-]HH:MM:SS, MM:SS or minutes."""
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not m:
-        raise ConfigError(f"resources.time: '{text}' is not a duration", hint="For example: \"24:00:00\" or \"2-00:00:00\".")
+        raise ConfigError(f"backend.beaker.min_runtime: '{text}' is not a duration",
+                          hint="For example: \"24:00:00\" or \"2-00:00:00\".")
     days, a, b, c = m.groups()
     parts = [int(x) for x in (a, b, c) if x is not None]
     if len(parts) == 3:
@@ -210,10 +197,9 @@ def _duration_seconds(text: str) -> int:
     return int(days or 0) * 86400 + secs
 
 
-def _memory(text: str) -> str:
-    """Slurm-style `64G` (binary units) as Beaker's `64GiB`; anything else passes through."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])\s*", text, flags=re.IGNORECASE)
-    return f"{m.group(1)}{m.group(2).upper()}iB" if m else text.strip()
+def _memory(memory: Memory) -> str:
+    """`64G` (binary units) as Beaker's `64GiB`; with a unit suffix as written (`64GiB`, `64GB`)."""
+    return f"{memory.number}{memory.unit}iB" if not memory.suffix else memory.text.strip()
 
 
 def _path_name(text: str) -> str:
@@ -296,14 +282,14 @@ def task_command(run: PlannedRun) -> list[str]:
             str(port_from(f"beaker-{run.run_id}"))]
 
 
-def _context(settings: BeakerSettings, time_limit: str) -> BeakerTaskContext:
+def _context(settings: BeakerSettings, time_limit_s: int) -> BeakerTaskContext:
     """Preemption the beaker-py 2.x way. `auto_resume` restarts a preempted task, and the trainer resumes from its
     newest checkpoint on the `checkpoint_weka` mount (a restarted job's /results is empty); `min_runtime` protects
     a task from preemption: none when `preemptible`, else the whole time limit, unless the sweep names one."""
     if settings.min_runtime is not None:
         min_runtime = _duration_seconds(settings.min_runtime) * 1_000_000_000
     else:
-        min_runtime = 0 if settings.preemptible else _duration_seconds(time_limit) * 1_000_000_000
+        min_runtime = 0 if settings.preemptible else time_limit_s * 1_000_000_000
     return BeakerTaskContext(priority=BeakerJobPriority.from_any(settings.priority),
                              min_runtime=min_runtime or None, auto_resume=settings.auto_resume)
 
@@ -315,6 +301,7 @@ def experiment_name(sweep: Sweep, run: PlannedRun) -> str:
 
 class BeakerBackend:
     name = "beaker"
+    runs_here = False
 
     def __init__(self, client: BeakerClientLike | None = None, include_checkpoints: bool = False):
         self._client = client
@@ -350,8 +337,8 @@ class BeakerBackend:
                                   hint="Keep it in secrets (by secret name) only.")
         if CONFIG_ENV in s.env or CONFIG_ENV in s.secrets:
             raise ConfigError(f"{where}: {CONFIG_ENV} is reserved (it carries the run's config)")
-        for run in sweep.runs:
-            _duration_seconds(run.resources.time)
+        if s.min_runtime is not None:
+            _duration_seconds(s.min_runtime)
 
     def preflight_warnings(self, sweep: Sweep) -> list[str]:
         """What works but probably not as meant (one line each); `plan` and `submit` print them."""
@@ -361,6 +348,10 @@ class BeakerBackend:
         return [f"{sweep.path}: backend.beaker: preemptible training runs checkpoint into their result dataset "
                 f"({RESULT_PATH}), which a job resumed after a preemption does not get back, so it restarts at step 0; "
                 "set backend.beaker.checkpoint_weka, for example: checkpoint_weka: oe-training-default"]
+
+    def images(self, sweep: Sweep) -> list[tuple[str, str]]:
+        image = sweep.spec.backend.beaker.image
+        return [("backend.beaker.image", image)] if image else []
 
     def build_spec(self, sweep: Sweep, spec: RunSpec) -> BeakerExperimentSpec:
         s = sweep.spec.backend.beaker
@@ -373,7 +364,7 @@ class BeakerBackend:
         task = BeakerTaskSpec(
             name=run.run_id,
             image=BeakerImageSource(beaker=s.image),
-            context=_context(s, res.time),
+            context=_context(s, res.time.seconds),
             result=BeakerResultSpec(path=RESULT_PATH),
             constraints=BeakerConstraints(cluster=list(s.clusters)),
             command=task_command(run),
@@ -381,7 +372,7 @@ class BeakerBackend:
             datasets=data_mounts(run, s),
             resources=BeakerTaskResources(cpu_count=float(res.cpus), gpu_count=res.gpus, memory=_memory(res.memory),
                                           shared_memory=s.shared_memory if res.world_size > 1 else None),
-            timeout=_duration_seconds(res.time) * 1_000_000_000,
+            timeout=res.time.seconds * 1_000_000_000,
         )
         if res.nodes > 1:
             task = dataclasses.replace(task, replicas=res.nodes, leader_selection=True, host_networking=True,
@@ -401,7 +392,8 @@ class BeakerBackend:
 
     # -- the job lifecycle ---------------------------------------------------------------------------
 
-    def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
+    def submit(self, sweep: Sweep, specs: Sequence[RunSpec], on_job: Callable[[Job], None] | None = None) -> list[Job]:
+        """One experiment per run, created one at a time (`on_job` gets each as it is created)."""
         self.check(sweep)
         workspace = sweep.spec.backend.beaker.workspace
         assert workspace is not None
@@ -410,6 +402,8 @@ class BeakerBackend:
         for rs, bspec in built:
             workload = self.client.create_experiment(bspec, experiment_name(sweep, rs.run), workspace)
             jobs.append(Job(rs.run.run_id, workload.experiment.id))
+            if on_job:
+                on_job(jobs[-1])
         return jobs
 
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
@@ -425,25 +419,28 @@ class BeakerBackend:
         for job in jobs:
             self.client.cancel_workload(job.job_id)
 
-    def pull(self, job: Job, run_dir: str | os.PathLike[str]) -> list[Path]:
+    def logs(self, target: LogTarget, follow: bool, tail: int | None, out: IO[str], poll: float) -> int:
+        return beaker_jobs.logs(self.client, target, follow, tail, out)
+
+    def pull(self, job: Job, run_dir: Path) -> list[Path]:
         """Copy the newest job's result dataset (the run directory) into `run_dir`; returns the written files.
 
         Each file is written atomically. Checkpoints are left out unless `include_checkpoints`; with
         `checkpoint_weka` they are on Weka, never in a result dataset.
         """
         attempt = current_attempt(self.client.list_jobs(job.job_id))
-        leader = _leader(attempt)
-        if leader is None:
+        newest = leader(attempt)
+        if newest is None:
             return []
         root = Path(run_dir)
         written = []
-        for f in self.client.list_result_files(leader):
+        for f in self.client.list_result_files(newest):
             rel = _safe_relpath(f.path)
             if not self.include_checkpoints and rel.parts[0] == CHECKPOINTS_DIR:
                 continue
             target = root.joinpath(*rel.parts)
             with atomic_open(target, "wb") as fh:
-                for chunk in self.client.stream_result_file(leader, f.path):
+                for chunk in self.client.stream_result_file(newest, f.path):
                     fh.write(chunk)
             written.append(target)
         return written
@@ -520,70 +517,3 @@ def _safe_relpath(path: str) -> PurePosixPath:
     if not rel.parts or ".." in rel.parts:
         raise ValueError(f"refusing result file path {path!r}")
     return rel
-
-
-# --- job states -----------------------------------------------------------------------------------------
-
-
-def current_attempt(jobs: Sequence[BeakerJob]) -> list[BeakerJob]:
-    """The newest job (jobs are oldest first) and, for a multi-node task, the other replicas of its group."""
-    if not jobs:
-        return []
-    newest = jobs[-1]
-    group = newest.system_details.replica_group_details.id
-    if not group:
-        return [newest]
-    return [j for j in jobs if j.system_details.replica_group_details.id == group]
-
-
-def _leader(attempt: Sequence[BeakerJob]) -> BeakerJob | None:
-    if not attempt:
-        return None
-    for j in attempt:
-        if j.system_details.replica_group_details.is_leader_replica:
-            return j
-    return min(attempt, key=lambda j: j.system_details.replica_group_details.rank)
-
-
-def job_state(job: BeakerJob) -> JobState:
-    """One beaker-py job (protobuf `Job`) as a launcher state."""
-    st = job.status
-    finalized = st.HasField("finalized") or st.status in (
-        BeakerWorkloadStatus.succeeded, BeakerWorkloadStatus.failed, BeakerWorkloadStatus.canceled)
-    if not finalized:
-        if st.status in _RUNNING:
-            return "running"
-        if st.status in _PENDING:
-            return "pending"
-        return "running" if st.HasField("started") else "pending"
-    if st.HasField("canceled_code") and st.canceled_code:
-        code = BeakerCancelationCode(st.canceled_code)
-        if code in _PREEMPTION_CODES:
-            return "preempted"
-        if code == BeakerCancelationCode.manual:
-            return "cancelled"
-        if code == BeakerCancelationCode.sibling_task_retry:
-            return "pending"
-        if st.HasField("exit_code") and st.exit_code == EXIT_PREEMPTED:
-            return "preempted"
-        return "failed"
-    if st.HasField("exit_code") and st.exit_code == EXIT_PREEMPTED:
-        return "preempted"  # the trainer saved its state on SIGTERM and asks to be run again
-    if st.status == BeakerWorkloadStatus.succeeded or (st.HasField("exit_code") and st.exit_code == 0
-                                                       and not st.HasField("failed")):
-        return "completed"
-    if st.status == BeakerWorkloadStatus.canceled or st.HasField("canceled"):
-        return "cancelled"
-    return "failed"
-
-
-def attempt_state(attempt: Sequence[BeakerJob]) -> JobState:
-    """All replicas of one attempt: any failure fails it; it completes only when every replica did."""
-    if not attempt:
-        return "pending"  # experiment created, no job scheduled yet
-    states = {job_state(j) for j in attempt}
-    for s in ("failed", "preempted", "cancelled", "running", "pending", "unknown"):
-        if s in states:
-            return s
-    return "completed"
-

@@ -16,13 +16,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 
-from launcher.backends.base import Job, JobState, RunSpec, shell_join
+from launcher import tail as tails
+from launcher.backends.base import Job, JobState, LogTarget, NotStartedError, RunSpec, shell_join
 from launcher.sweep import Container, Sweep
 from launcher.topology import Rendezvous, Topology, free_port, launch_argv
 from ni.errors import ConfigError
 from ni.locks import alive, process_start
+
+LOG = "launcher.log"  # RUN/launcher.log: the trainer's stdout and stderr, appended by every local attempt
 
 
 def visible_gpus() -> list[str]:
@@ -91,10 +95,9 @@ def parse_local_job_id(job_id: str) -> tuple[int, int | None]:
 
 class LocalBackend:
     name = "local"
+    runs_here = True
 
-    def __init__(self, on_update: Callable[[], None] | None = None, on_start: Callable[[Job], None] | None = None):
-        self.on_update = on_update
-        self.on_start = on_start
+    def __init__(self) -> None:
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
 
     def commands(self, sweep: Sweep, spec: RunSpec, gpus: list[str], port: int | None = None) -> list[list[str]]:
@@ -123,6 +126,13 @@ class LocalBackend:
             raise ConfigError(f"{sweep.path}: backend.local.container.image is required with kind: docker",
                               hint="For example: image: tk-lab-trainer:<git-sha> (make image).")
 
+    def preflight_warnings(self, sweep: Sweep) -> list[str]:
+        return []
+
+    def images(self, sweep: Sweep) -> list[tuple[str, str]]:
+        container = sweep.spec.backend.local.container
+        return [("backend.local.container.image", container.image)] if container.kind != "none" and container.image else []
+
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
         """One line per node agent; a distributed run's port (shown as 0) is a free one picked at its start."""
         out = {}
@@ -133,8 +143,9 @@ class LocalBackend:
             out[f"{s.run.run_id}.local.sh"] = "\n".join(lines) + "\n"
         return out
 
-    def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
-        """Run everything now (blocking), `parallel` at a time, each with its own GPUs; returns when all ended."""
+    def submit(self, sweep: Sweep, specs: Sequence[RunSpec], on_job: Callable[[Job], None] | None = None) -> list[Job]:
+        """Run everything now (blocking), `parallel` at a time, each with its own GPUs; returns when all ended.
+        `on_job` gets each run's job as its processes start."""
         parallel = sweep.spec.backend.local.parallel
         pool = GpuPool(visible_gpus())
         if pool.total:
@@ -158,11 +169,9 @@ class LocalBackend:
                 if gpus is None:
                     return
                 try:
-                    self._run(sweep, spec, gpus, pool.total > 0, jobs, lock)
+                    self._run(sweep, spec, gpus, pool.total > 0, jobs, lock, on_job)
                 finally:
                     pool.give(gpus)
-                if self.on_update:
-                    self.on_update()
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
         for t in threads:
@@ -170,8 +179,6 @@ class LocalBackend:
         try:
             while any(t.is_alive() for t in threads):
                 time.sleep(0.5)
-                if self.on_update:
-                    self.on_update()
         except KeyboardInterrupt:
             stop.set()
             self.cancel(jobs)
@@ -181,10 +188,10 @@ class LocalBackend:
         return jobs
 
     def _run(self, sweep: Sweep, spec: RunSpec, gpus: list[str], pin: bool, jobs: list[Job],
-             lock: threading.Lock) -> None:
+             lock: threading.Lock, on_job: Callable[[Job], None] | None) -> None:
         """Start the run's node agents in one process group (node 0's pid is the job) and wait for all of them."""
         topo = Topology.of(spec.run.resources)
-        log = open(spec.run_dir / "launcher.log", "ab")  # noqa: SIM115 -- closed below
+        log = open(spec.run_dir / LOG, "ab")  # noqa: SIM115 -- closed below
         try:
             envs = []
             for rank in range(topo.nodes):
@@ -197,8 +204,8 @@ class LocalBackend:
             with lock:
                 self.procs[spec.run.run_id] = procs
                 jobs.append(job)
-                if self.on_start:
-                    self.on_start(job)
+                if on_job:
+                    on_job(job)
             for proc in procs:
                 proc.wait()
         finally:
@@ -228,6 +235,36 @@ class LocalBackend:
                 proc.wait(timeout=180)  # the agents give their ranks SHUTDOWN_GRACE_S to checkpoint
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+    def pull(self, job: Job, run_dir: Path) -> list[Path]:
+        return []  # the run wrote its directory here
+
+    def logs(self, target: LogTarget, follow: bool, tail: int | None, out: IO[str], poll: float) -> int:
+        """The run's launcher.log (every local attempt appends to it), followed while its process runs."""
+        o = tails.Out(out)
+        log = target.run_dir / LOG
+        resumed = tails.resumed_events(target.run_dir)
+        note = f"# local run {target.run.run_id}: {log}"
+        if len(target.jobs) > 1:
+            note += f" ({len(target.jobs)} local attempts, appended)"
+        if resumed:
+            note += f"; resumed at step(s) {', '.join(str(r.get('step')) for r in resumed)}"
+        o.line(note)
+        job = target.jobs[-1] if target.jobs else None
+
+        def running() -> bool:
+            return (job is not None and tails.job_state(self, job) == "running"
+                    and not tails.run_finished(target.run_dir))
+
+        if not log.is_file() and not (follow and running()):
+            raise NotStartedError(f"{log}: no log yet (run {target.run.run_id} was not started here)",
+                                  hint=f"Submit it: python -m launcher submit {target.sweep.path}")
+        ft = tails.FileTail(log)
+        for line in tails.last(ft.read_all(), tail):
+            o.line(line)
+        if follow:
+            tails.follow_files([(ft, o.line)], running, poll)
+        return 0
 
 
 def start_agents(argvs: Sequence[list[str]], envs: Sequence[dict[str, str]], log: IO[bytes]) -> list[

@@ -34,7 +34,6 @@ node) at a port derived from the job id.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import shlex
@@ -42,18 +41,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from submitit.core.utils import DelayedSubmission, FailedJobError, FailedSubmissionError
 from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
-from launcher.backends.base import BackendUnavailable, Job, JobState, RunSpec
-from launcher.sweep import Container, Resources, Sweep
-from launcher.sweep import SlurmBackend as SlurmSettings
+from launcher.backends import slurm_logs
+from launcher.backends.base import BackendUnavailable, Job, JobState, LogTarget, RunSpec
+from launcher.sweep import Container, Resources, SlurmSettings, Sweep
 from launcher.topology import SHUTDOWN_GRACE_S, Rendezvous, Topology, free_port, launch_argv, port_from
 from ni.errors import ConfigError, TkError
 from ni.run_layout import RunLayout
@@ -256,22 +255,6 @@ class SubmitFailed(TkError):
 # --- parameters --------------------------------------------------------------------------------------
 
 
-def memory_gb(text: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
-    if not m:
-        raise ConfigError(f"resources.memory: cannot read '{text}'", hint="Use e.g. 16G, 500M or 1T.")
-    scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "": 1 / 1024}[m.group(2).upper()]
-    return round(float(m.group(1)) * scale, 6)
-
-
-def time_minutes(text: str) -> int:
-    m = re.fullmatch(r"\s*(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)\s*", text)
-    if not m:
-        raise ConfigError(f"resources.time: cannot read '{text}'", hint="Use HH:MM:SS or D-HH:MM:SS.")
-    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
-    return max(1, math.ceil(days * 1440 + hours * 60 + minutes + seconds / 60))
-
-
 class _OfflineExecutor(SlurmExecutor):
     """submitit's SlurmExecutor without its `srun` check: parameter handling and rendering, no cluster."""
 
@@ -286,6 +269,7 @@ def _sweep_folder(specs: Sequence[RunSpec]) -> Path:
 
 class SlurmBackend:
     name = "slurm"
+    runs_here = False
 
     def __init__(self, extra_parameters: dict[str, Any] | None = None, max_num_timeout: int = 3) -> None:
         self.extra_parameters = dict(extra_parameters or {})  # more submitit SlurmExecutor parameters
@@ -312,8 +296,8 @@ class SlurmBackend:
             "nodes": res.nodes,
             "tasks_per_node": 1,
             "cpus_per_task": res.cpus,
-            "mem_gb": memory_gb(res.memory),
-            "timeout_min": time_minutes(res.time),
+            "mem_gb": res.memory.gib,
+            "timeout_min": res.time.minutes,
             "array_parallelism": s.array_parallelism,
             "wckey": s.wckey,
             "signal_delay_s": s.signal_delay_s,
@@ -388,14 +372,19 @@ class SlurmBackend:
                                   hint="Mount a directory whose path has no comma (a symlink to it will do).")
         delay = sweep.spec.backend.slurm.signal_delay_s  # what --signal=USR2@N is rendered with
         for run in sweep.runs:
-            memory_gb(run.resources.memory)
-            time_minutes(run.resources.time)
-            if run.resources.time_seconds < delay + 60:
+            if run.resources.time.seconds < delay + 60:
                 raise ConfigError(
                     f"{sweep.path}: resources.time {run.resources.time}: SLURM warns a job {delay} s before its time "
                     "limit (backend.slurm.signal_delay_s; USR2: checkpoint and requeue), so a limit this short warns "
                     "it at once", hint=f"Give at least {delay + 60} s, e.g. time: \"00:15:00\", or a shorter "
                     "signal_delay_s.")
+
+    def preflight_warnings(self, sweep: Sweep) -> list[str]:
+        return []
+
+    def images(self, sweep: Sweep) -> list[tuple[str, str]]:
+        c = sweep.spec.backend.slurm.container
+        return [("backend.slurm.container.image", c.image)] if c.kind != "none" and c.image else []
 
     def render(self, sweep: Sweep, specs: Sequence[RunSpec]) -> dict[str, str]:
         """sbatch-<i>.sh: the exact scripts submit() hands to sbatch (with the cluster's default MaxArraySize)."""
@@ -409,7 +398,9 @@ class SlurmBackend:
             out[f"sbatch-{i}.sh"] = _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
         return out
 
-    def submit(self, sweep: Sweep, specs: Sequence[RunSpec]) -> list[Job]:
+    def submit(self, sweep: Sweep, specs: Sequence[RunSpec], on_job: Callable[[Job], None] | None = None) -> list[Job]:
+        """One job array per resource group (cut at MaxArraySize); `on_job` gets an array's jobs once sbatch took it.
+        SubmitFailed when sbatch refuses one, naming the jobs submitted before it."""
         if not specs:
             return []
         self.check(sweep)
@@ -423,7 +414,10 @@ class SlurmBackend:
             except (FailedJobError, FailedSubmissionError) as e:
                 lines = [line for line in str(e).splitlines() if line.strip()]
                 raise SubmitFailed(f"sbatch: {lines[-1] if lines else type(e).__name__}", jobs) from None
-            jobs += [Job(s.run.run_id, str(j.job_id)) for s, j in zip(chunk, submitted, strict=True)]
+            for s, j in zip(chunk, submitted, strict=True):
+                jobs.append(Job(s.run.run_id, str(j.job_id)))
+                if on_job:
+                    on_job(jobs[-1])
         return jobs
 
     def status(self, jobs: Sequence[Job]) -> dict[str, JobState]:
@@ -450,6 +444,12 @@ class SlurmBackend:
         if p.returncode != 0 and errors:  # slurmctld down: saying "cancel sent" would be a lie
             raise ConfigError(f"scancel: {errors[-1].removeprefix('scancel: ').strip()}",
                               hint="The jobs may still run; check the cluster (sinfo) and cancel again.")
+
+    def pull(self, job: Job, run_dir: Path) -> list[Path]:
+        return []  # the job wrote the shared run directory itself
+
+    def logs(self, target: LogTarget, follow: bool, tail: int | None, out: IO[str], poll: float) -> int:
+        return slurm_logs.logs(self, target, follow, tail, out, poll)
 
 
 def _run(argv: list[str]) -> str | None:
