@@ -11,23 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from _common import NI_SAMPLE
+from _common import NI_SAMPLE, best_of
 
 from ni.data import require_split
 from ni.encoding import PromptEncoder
 from ni.encoding_fallback import fallback_encode
-
-
-def best_of(n: int, fn):  # type: ignore[no-untyped-def]
-    best, out = float("inf"), None
-    for _ in range(n):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> int:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import string
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from _common import NI_SAMPLE
+from _common import NI_SAMPLE, best_of
 from rouge_score import rouge_scorer
 
 from evaluation import metrics
@@ -92,14 +91,6 @@ def fresh_evaluate(preds: list[str], refs: list[list[str]], tasks: list[str], ca
     metrics._normalized.clear()  # no exact-match memo from an earlier timed run
     return evaluate(preds, refs, tasks, cats, workers=workers)
 
-
-def best_of(n: int, fn: Any) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(n):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> int:

@@ -170,17 +170,9 @@ def score(
     return summarize(ex, [group_of[t] for t in tasks], [key_of[c] for c in categories], track)
 
 
-def evaluate(
-    predictions: Sequence[str],
-    references: Sequence[Sequence[str]],
-    tasks: Sequence[str],
-    categories: Sequence[str],
-    track: str = "default",
-    xlingual_tokenizer: Any = None,
-    workers: int | None = None,
-) -> dict[str, Any]:
-    """The original's metrics report (metrics.json) of predictions."""
-    return score(predictions, references, tasks, categories, track, xlingual_tokenizer, workers).to_json()
+def evaluate(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The original's metrics report (metrics.json) of predictions: `score(...)` with the same arguments, as JSON."""
+    return score(*args, **kwargs).to_json()
 
 
 def score_predictions(
