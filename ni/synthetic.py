@@ -6,15 +6,20 @@
     OUT/splits/default/{train,dev,test}_tasks.txt
     OUT/synthetic.json                          (what generated it: version, seed, sizes)
 
-so a fresh clone trains and evaluates end to end with no download. Every task is a short string or word
-manipulation over a vocabulary of a few dozen common English words. Several tasks share one input
-distribution (the same word lists) but ask for different outputs, so a model has to read the Definition.
-Test tasks are unseen at training time; three of the four are siblings of a training task (same skill,
-differently worded definition), the fourth (antonym analogies) needs two training skills combined.
+so a fresh clone trains and evaluates end to end with no download. It is Tk-Instruct in miniature, sized so a
+tiny T5 learns it in a few CPU minutes. Every input is two to four words of one group (animals, colours, fruits,
+tools); a task asks for the group's name, for the place where such things are found (farm, rainbow, orchard,
+shed), or for the number of words. Some definitions say which answer they want, in several phrasings; others
+are underspecified ("answer in the same way as the examples do") and each of those is shared by a group task and
+a place task with the same example inputs, so only the demonstrations tell them apart. The four test tasks are
+unseen phrasings: two name their answer (solvable from the definition alone), two are underspecified (solvable
+only from the demonstrations), so a model trained with definition + demonstrations should beat one trained with
+the definition only, and both should beat copying the demonstration's output or the input.
 
 The files carry some of the real data's quirks so loaders are exercised: one Definition is a plain string,
-one task's examples have no explanation, the counting task's outputs are JSON numbers, and one task has
-instances without an id. The same seed always gives byte-identical files.
+one task's examples have no explanation, the counting task's outputs are JSON numbers, one task has instances
+without an id, and one test task has two references per instance. The same seed always gives byte-identical
+files.
 
     python -m ni.synthetic OUT [--seed 0] [--num-instances 200] [--overwrite]
 """
@@ -36,12 +41,13 @@ from typing import Any
 
 from ni.errors import DataError
 
-VERSION = 1
+VERSION = 2
 TRACK = "default"
 MIN_EVAL_INSTANCES = 100  # a test task is scored on its first 100 instances (reference.md section 1)
 CACHE_ENV = "TK_DATA_CACHE"
 DEFAULT_DATA_DIR = f"~/.cache/tk-lab/synthetic-v{VERSION}"
 MANIFEST = "synthetic.json"
+BALANCED_BLOCK = 20  # divides MIN_EVAL_INSTANCES and is a multiple of the number of groups
 
 # ---------------------------------------------------------------------------------------------- vocabulary
 
@@ -51,35 +57,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "pear", "plum", "grape", "lemon", "mango", "peach", "cherry", "banana"),
     "tools": ("hammer", "saw", "drill", "knife", "rope", "ladder", "brush", "shovel"),
 }
-THINGS = ("door", "table", "river", "house", "tree", "book", "chair", "window", "cup", "box")
-# The mixed vocabulary of the word-list tasks: short and long words, so "longest" has an answer.
-LIST_WORDS = tuple(sorted({w for ws in GROUPS.values() for w in ws} | set(THINGS)))
-COLOURS = GROUPS["colours"]
-NOUNS = ("cat", "dog", "bird", "duck", "goat", "ball", "car", "hat", "bag", "cup")  # none is in PLACES
-VERBS = ("sleeps", "runs", "sits", "waits", "jumps")
-PLACES = ("on the table", "in the box", "near the door", "under the tree", "by the river")
-
-_PAIRS = (
-    ("big", "small"), ("hot", "cold"), ("up", "down"), ("fast", "slow"), ("happy", "sad"),
-    ("light", "dark"), ("open", "closed"), ("wet", "dry"), ("early", "late"), ("full", "empty"),
-    ("hard", "soft"), ("long", "short"), ("high", "low"), ("rich", "poor"), ("loud", "quiet"),
-    ("good", "bad"), ("left", "right"), ("young", "old"), ("clean", "dirty"), ("thick", "thin"),
-)
-# Every word's acceptable opposites; a few words have two.
-OPPOSITES: dict[str, tuple[str, ...]] = {
-    **{a: (b,) for a, b in _PAIRS},
-    **{b: (a,) for a, b in _PAIRS},
-    "big": ("small", "little"),
-    "small": ("big", "large"),
-    "old": ("young", "new"),
-}
-# The usual colour of a thing; a rose may be red or pink.
-THING_COLOUR: dict[str, tuple[str, ...]] = {
-    "grass": ("green",), "leaf": ("green",), "frog": ("green",), "snow": ("white",), "milk": ("white",),
-    "sky": ("blue",), "sea": ("blue",), "coal": ("black",), "crow": ("black",), "blood": ("red",),
-    "tomato": ("red",), "banana": ("yellow",), "sun": ("yellow",), "lemon": ("yellow",),
-    "rose": ("red", "pink"), "mud": ("brown",),
-}
+GROUP_NAMES = tuple(GROUPS)
+SINGULAR = {"animals": "animal", "colours": "colour", "fruits": "fruit", "tools": "tool"}
+# Where things of each group are found: the second mapping, over the same inputs as the group names.
+PLACES = {"animals": "farm", "colours": "rainbow", "fruits": "orchard", "tools": "shed"}
 
 # ---------------------------------------------------------------------------------------------- families
 
@@ -103,213 +84,52 @@ def _q(word: object) -> str:
     return f'"{word}"'
 
 
-def _word_list(rng: random.Random) -> list[str]:
-    """The input distribution shared by the word-list tasks: 3 to 6 distinct words."""
-    return rng.sample(LIST_WORDS, rng.randint(3, 6))
+def _group_words(rng: random.Random, label: str | None) -> tuple[str, list[str]]:
+    """The input distribution of every task: 2 to 4 distinct words of one group (`label`, else drawn)."""
+    group = label if label is not None else rng.choice(GROUP_NAMES)
+    return group, rng.sample(GROUPS[group], rng.randint(2, 4))
 
 
-def first_word(rng: random.Random, label: str | None) -> Item:
-    words = _word_list(rng)
-    return Item(
-        " ".join(words), [words[0]],
-        f"The list starts with {_q(words[0])}.",
-        words[-1], f"{_q(words[-1])} is the last word of the list, not the first.",
-    )
+def _other(group: str) -> str:
+    return GROUP_NAMES[(GROUP_NAMES.index(group) + 1) % len(GROUP_NAMES)]
 
 
-def last_word(rng: random.Random, label: str | None) -> Item:
-    words = _word_list(rng)
-    return Item(
-        " ".join(words), [words[-1]],
-        f"The list ends with {_q(words[-1])}.",
-        words[0], f"{_q(words[0])} is the first word of the list, not the last.",
-    )
-
-
-def reverse_words(rng: random.Random, label: str | None) -> Item:
-    words = _word_list(rng)
-    return Item(
-        " ".join(words), [" ".join(reversed(words))],
-        f"Read from the end, the words are {', '.join(reversed(words))}.",
-        " ".join(words), "The words are still in their original order.",
-    )
-
-
-def count_words(rng: random.Random, label: str | None) -> Item:
-    words = _word_list(rng)
-    n = len(words)
-    return Item(
-        " ".join(words), [n],  # a JSON number, as in some real NI files
-        f"The words are {', '.join(words)}: {n} in all.",
-        str(n + 1), f"The list has {n} words, not {n + 1}.",
-    )
-
-
-def longest_word(rng: random.Random, label: str | None) -> Item:
-    words = _word_list(rng)
-    most = max(len(w) for w in words)
-    longest = [w for w in words if len(w) == most]
-    shortest = min(words, key=len)
-    return Item(
-        " ".join(words), longest,
-        f"{_q(longest[0])} has {most} letters, more than any other word or as many as the longest.",
-        shortest, f"{_q(shortest)} is the shortest word, not the longest.",
-    )
-
-
-def antonym(rng: random.Random, label: str | None) -> Item:
-    word = rng.choice(sorted(OPPOSITES))
-    opp = OPPOSITES[word]
-    return Item(
-        word, list(opp),
-        f"{_q(opp[0])} means the reverse of {_q(word)}.",
-        word, "The answer repeats the given word instead of giving its opposite.",
-    )
-
-
-def _membership(rng: random.Random, label: str | None) -> Item:
-    """A word list and a query word; `label` ("yes"/"no") says whether the query is in the list."""
-    words = rng.sample(LIST_WORDS, rng.randint(3, 5))
-    inside = label == "yes" if label is not None else rng.random() < 0.5
-    query = rng.choice(words) if inside else rng.choice([w for w in LIST_WORDS if w not in words])
-    answer, other = ("yes", "no") if inside else ("no", "yes")
-    where = "is one of the listed words" if inside else "does not appear in the list"
-    return Item(
-        f"Words: {', '.join(words)}. Query: {query}", [answer],
-        f"{_q(query)} {where}, so the answer is {_q(answer)}.",
-        other, f"{_q(query)} {where}, so {_q(other)} is wrong.",
-    )
-
-
-def word_in_list(rng: random.Random, label: str | None) -> Item:
-    return _membership(rng, label)
-
-
-def membership_answerability(rng: random.Random, label: str | None) -> Item:
-    return _membership(rng, label)
-
-
-def colour_analogy(rng: random.Random, label: str | None) -> Item:
-    a, b = rng.sample(sorted(THING_COLOUR), 2)
-    while set(THING_COLOUR[a]) & set(THING_COLOUR[b]):  # different colours, so copying B is never right
-        b = rng.choice(sorted(THING_COLOUR))
-    ca, cb = THING_COLOUR[a][0], THING_COLOUR[b]
-    return Item(
-        f"{a} : {ca} :: {b} : ?", list(cb),
-        f"{_q(ca)} is the colour of {a}, and {b} is usually {cb[0]}.",
-        ca, f"{_q(ca)} is the colour of {a}, not of {b}.",
-    )
-
-
-def antonym_analogy(rng: random.Random, label: str | None) -> Item:
-    a, b = rng.sample(sorted(OPPOSITES), 2)
-    while b in OPPOSITES[a]:  # not the same pair
-        b = rng.choice(sorted(OPPOSITES))
-    oa, ob = OPPOSITES[a][0], OPPOSITES[b]
-    return Item(
-        f"{a} : {oa} :: {b} : ?", list(ob),
-        f"{_q(oa)} is the opposite of {_q(a)}, and the opposite of {_q(b)} is {_q(ob[0])}.",
-        oa, f"{_q(oa)} is the opposite of {_q(a)}, not of {_q(b)}.",
-    )
-
-
-def _group_list(rng: random.Random, label: str | None) -> tuple[str, list[str]]:
-    group = label if label is not None else rng.choice(sorted(GROUPS))
-    return group, rng.sample(GROUPS[group], rng.randint(3, 4))
-
-
-def word_group(rng: random.Random, label: str | None) -> Item:
-    group, words = _group_list(rng, label)
-    other = sorted(g for g in GROUPS if g != group)[0]
+def group_name(rng: random.Random, label: str | None) -> Item:
+    group, words = _group_words(rng, label)
+    wrong = _other(group)
     return Item(
         ", ".join(words), [group],
         f"{', '.join(words)} are all {group}.",
-        other, f"None of the words are {other}.",
+        wrong, f"None of the words are {wrong}.",
     )
 
 
-def list_title(rng: random.Random, label: str | None) -> Item:
-    group, words = _group_list(rng, label)
+def group_title(rng: random.Random, label: str | None) -> Item:
+    group, words = _group_words(rng, label)
     return Item(
-        ", ".join(words), [group, f"a list of {group}"],
+        ", ".join(words), [group, SINGULAR[group]],
         f"Every word names one of the {group}, so the title is {_q(group)}.",
         words[0], "The title repeats one word of the list instead of naming the group.",
     )
 
 
-def _swap(rng: random.Random, colour: str, noun: str) -> tuple[str, str]:
-    """Which word to replace and with what: the colour or the noun, by another of its kind."""
-    if rng.random() < 0.5:
-        return colour, rng.choice([c for c in COLOURS if c != colour])
-    return noun, rng.choice([n for n in NOUNS if n != noun])
-
-
-def _replace(text: str, old: str, new: str) -> str:
-    """`text` with every whole word `old` replaced by `new`; a trailing "?" or "." stays in place."""
-    words = text.split(" ")
-    return " ".join(new + w[len(old):] if w.rstrip("?.") == old else w for w in words)
-
-
-def replace_word(rng: random.Random, label: str | None) -> Item:
-    colour, noun = rng.choice(COLOURS), rng.choice(NOUNS)
-    sentence = f"the {colour} {noun} is {rng.choice(PLACES)}"
-    old, new = _swap(rng, colour, noun)
+def place(rng: random.Random, label: str | None) -> Item:
+    group, words = _group_words(rng, label)
+    wrong = PLACES[_other(group)]
     return Item(
-        f"Sentence: {sentence}. Replace {old} with {new}.", [f"{_replace(sentence, old, new)}."],
-        f"{_q(old)} becomes {_q(new)} and the other words stay.",
-        f"{sentence}.", "The sentence is copied without making the replacement.",
+        ", ".join(words), [PLACES[group]],
+        f"{', '.join(words)} are {group}, and the place of {group} is the {PLACES[group]}.",
+        wrong, f"The words are {group}; the {wrong} is the place of {_other(group)}.",
     )
 
 
-QUESTIONS = ("where is the {c} {n}?", "who saw the {c} {n}?", "is the {c} {n} {p}?", "why is the {c} {n} {p}?")
-
-
-def question_rewriting(rng: random.Random, label: str | None) -> Item:
-    colour, noun = rng.choice(COLOURS), rng.choice(NOUNS)
-    question = rng.choice(QUESTIONS).format(c=colour, n=noun, p=rng.choice(PLACES))
-    old, new = _swap(rng, colour, noun)
+def count_words(rng: random.Random, label: str | None) -> Item:
+    group, words = _group_words(rng, label)
+    n = len(words)
     return Item(
-        f"Question: {question} Replace {old} with {new}.", [_replace(question, old, new)],
-        f"{_q(old)} becomes {_q(new)} and the rest of the question stays the same.",
-        question, "The question is copied without making the replacement.",
-    )
-
-
-ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
-
-
-def colour_entailment(rng: random.Random, label: str | None) -> Item:
-    label = label or rng.choice(ENTAILMENT_LABELS)
-    colour, noun = rng.choice(COLOURS), rng.choice(NOUNS)
-    other_colour = rng.choice([c for c in COLOURS if c != colour])
-    other_noun = rng.choice([n for n in NOUNS if n != noun])
-    hypothesis = {
-        "entailment": f"the {noun} is {colour}",
-        "contradiction": f"the {noun} is {other_colour}",
-        "neutral": f"the {other_noun} is {colour}",
-    }[label]
-    why = {
-        "entailment": f"The premise says the {noun} is {colour}.",
-        "contradiction": f"The {noun} is {colour}, so it cannot be {other_colour}.",
-        "neutral": f"The premise says nothing about a {other_noun}.",
-    }[label]
-    wrong = {"entailment": "contradiction", "contradiction": "entailment", "neutral": "entailment"}[label]
-    return Item(
-        f"Premise: the {colour} {noun} {rng.choice(VERBS)}. Hypothesis: {hypothesis}.", [label],
-        why, wrong, f"{why} The answer {_q(wrong)} is wrong.",
-    )
-
-
-def common_word(rng: random.Random, label: str | None) -> Item:
-    words = rng.sample(LIST_WORDS, 5)
-    shared, a, b = words[0], [words[0], *words[1:3]], [words[0], *words[3:5]]
-    rng.shuffle(a)
-    rng.shuffle(b)
-    wrong = next(w for w in a if w != shared)
-    return Item(
-        f"List A: {' '.join(a)}. List B: {' '.join(b)}.", [shared],
-        f"{_q(shared)} is the only word in both lists.",
-        wrong, f"{_q(wrong)} is in List A but not in List B.",
+        ", ".join(words), [n],  # a JSON number, as in some real NI files
+        f"The words are {', '.join(words)}: {n} in all.",
+        str(n + 1), f"The input has {n} words, not {n + 1}.",
     )
 
 
@@ -321,7 +141,7 @@ class Family:
     category: str
     definition: str
     make: Make
-    labels: tuple[str, ...] = ()  # the balanced labels of a classification task
+    labels: tuple[str, ...] = GROUP_NAMES  # the balanced labels (groups); positive examples cycle them
     inputs: str = ""  # families with the same key get the very same instance inputs
     plain_definition: bool = False  # quirk: Definition as a plain string instead of a list
     no_explanations: bool = False  # quirk: examples without "explanation"
@@ -332,68 +152,62 @@ class Family:
         return f"task{self.number}_synthetic_{self.slug}"
 
 
-YES_NO = ("yes", "no")
-GROUP_NAMES = tuple(sorted(GROUPS))
+GROUP_DEFS = (
+    "In this task, you are given a few words from one group: animals, colours, fruits or tools. Name the group.",
+    "Which group do the given words belong to? Answer animals, colours, fruits or tools.",
+    "Classify the words into their group and write the name of the group.",
+)
+PLACE_DEFS = (
+    "In this task, you are given a few things of one kind. Say where such things are found: farm, rainbow, "
+    "orchard or shed.",
+    "Where would you find the given things? Answer farm, rainbow, orchard or shed.",
+    "Write the place where the given things belong.",
+)
+# Underspecified definitions: each is shared by a group-name task and a place task, so only the examples tell
+# which answer is wanted (as in real NI, where some definitions lean on the demonstrations).
+VAGUE_DEFS = (
+    "Answer in the same way as the examples do.",
+    "Look at the examples and give the kind of answer they give.",
+    "Respond to the input as the positive examples show.",
+    "Follow the examples: write what they would write for this input.",
+)
+TEST_VAGUE_DEF = "The examples show what to write. Write the same kind of answer for the new input."
 
 FAMILIES: tuple[Family, ...] = (
-    Family(9001, "first_word", "train", "Keyword Tagging",
-           "In this task, you are given a list of words separated by spaces. Your job is to return the first "
-           "word of the list, exactly as it is written.", first_word, inputs="word-list"),
-    Family(9002, "last_word", "train", "Keyword Tagging",
-           "In this task, you are given a list of words separated by spaces. Return the last word of the "
-           "list. Do not change the word in any way.", last_word, inputs="word-list"),
-    Family(9003, "reverse_words", "train", "Program Execution",
-           "You are given a sequence of words. Write the same words in reverse order, so the last word comes "
-           "first and the first word comes last. Separate the words with single spaces.", reverse_words,
-           inputs="word-list", plain_definition=True),
-    Family(9004, "count_words", "train", "Program Execution",
-           "Given a list of words separated by spaces, count how many words are in the list. Answer with a "
-           "number written in digits.", count_words, inputs="word-list"),
-    Family(9005, "antonyms", "train", "Word Semantics",
-           "In this task, you are given an adjective or a direction word. Write its opposite, that is, a word "
-           "with the reverse meaning.", antonym),
-    Family(9006, "word_in_list", "train", "Text Matching",
-           'You are given a list of words and a query word. Answer "yes" if the query word appears in the list '
-           'and "no" if it does not.', word_in_list, labels=YES_NO),
-    Family(9007, "colour_analogy", "train", "Word Analogy",
-           'Two analogies are given in the form "A : B :: C : ?". B is the usual colour of the thing A. '
-           "Replace the question mark with the usual colour of the thing C. Answer with one colour word.",
-           colour_analogy),
-    Family(9008, "word_group_classification", "train", "Text Categorization",
-           "You are given a few words separated by commas. All of them belong to one group: animals, colours, "
-           "fruits or tools. Classify the words and answer with the name of their group.", word_group,
-           labels=GROUP_NAMES),
-    Family(9009, "replace_word", "train", "Sentence Composition",
-           "In this task, you are given a sentence and an instruction to replace one word with another. "
-           "Rewrite the sentence with the replacement made and keep every other word the same.", replace_word,
+    Family(9001, "word_group_classification", "train", "Text Categorization", GROUP_DEFS[0], group_name,
+           inputs="words-0"),
+    Family(9002, "which_group", "train", "Text Categorization", GROUP_DEFS[1], group_name, inputs="words-1",
+           plain_definition=True),
+    Family(9003, "group_naming", "train", "Text Categorization", GROUP_DEFS[2], group_name, inputs="words-2"),
+    Family(9004, "where_found", "train", "Text Categorization", PLACE_DEFS[0], place, inputs="words-0"),
+    Family(9005, "which_place", "train", "Text Categorization", PLACE_DEFS[1], place, inputs="words-1",
            no_explanations=True),
-    Family(9010, "colour_entailment", "train", "Textual Entailment",
-           'Given a premise and a hypothesis, decide whether the premise entails the hypothesis. Answer '
-           '"entailment" if the hypothesis must be true, "contradiction" if it must be false, and "neutral" if '
-           "the premise does not tell.", colour_entailment, labels=ENTAILMENT_LABELS, missing_ids=True),
-    Family(9011, "longest_word", "dev", "Keyword Tagging",
-           "In this task, you are given a list of words. Find the longest word in the list, the one with the "
-           "most letters. If several words are equally long, any of them is correct.", longest_word,
-           inputs="word-list"),
-    Family(9012, "common_word_extraction", "dev", "Overlap Extraction",
-           "You are given two lists of words, List A and List B. Exactly one word appears in both lists. "
-           "Extract that overlapping word.", common_word),
-    Family(9013, "word_in_list_answerability", "test", "Answerability Classification",
-           "Read the list of words and the query word that follows it. Can the query word be found among the "
-           'listed words? Write "yes" when the query word is one of the listed words and "no" when it is '
-           "missing from the list.", membership_answerability, labels=YES_NO),
-    Family(9014, "antonym_analogy", "test", "Word Analogy",
-           'Complete the analogy "A : B :: C : ?". B is the opposite of A. Replace the question mark with the '
-           "word that is the opposite of C.", antonym_analogy),
-    Family(9015, "word_list_title_generation", "test", "Title Generation",
-           "You will be given a short list of words separated by commas, all from the same group. Generate a "
-           "short title for the list: the title names the group the words belong to.", list_title,
-           labels=GROUP_NAMES),
-    Family(9016, "question_rewriting", "test", "Question Rewriting",
-           "In this task, you are given a question and a replacement instruction. Rewrite the question by "
-           "replacing the given word with the new word, keeping every other word unchanged.",
-           question_rewriting),
+    Family(9006, "place_naming", "train", "Text Categorization", PLACE_DEFS[2], place, inputs="words-2"),
+    *(
+        Family(9007 + 2 * k + j, f"{('group', 'place')[j]}_by_example_{k + 1}", "train", "Text Categorization",
+               VAGUE_DEFS[k], (group_name, place)[j], inputs=f"vague-{k}", missing_ids=(k, j) == (1, 1))
+        for k in range(len(VAGUE_DEFS)) for j in range(2)
+    ),
+    Family(9015, "count_words", "train", "Program Execution",
+           "Count the words in the input and answer with a number.", count_words, inputs="words-3"),
+    Family(9016, "kind_of_things", "train", "Text Categorization",
+           "Tell what kind of things the words are: animals, colours, fruits or tools.", group_name,
+           inputs="words-3"),
+    Family(9017, "group_of_words", "dev", "Text Categorization",
+           "Give the group that all the words belong to.", group_name, inputs="dev"),
+    Family(9018, "place_by_example", "dev", "Text Categorization", "Do what the examples do.", place,
+           inputs="dev"),
+    Family(9019, "word_list_title_generation", "test", "Title Generation",
+           "Write a one-word title for the list that names the group of its words.", group_title,
+           inputs="test"),
+    Family(9020, "place_of_things", "test", "Keyword Tagging",
+           "Name the place that the listed things come from.", place, inputs="test"),
+    Family(9021, "group_title_by_example", "test", "Title Generation", TEST_VAGUE_DEF, group_name,
+           inputs="test-vague"),
+    Family(9022, "place_by_example_test", "test", "Keyword Tagging", TEST_VAGUE_DEF, place,
+           inputs="test-vague"),
 )
+
 
 # ---------------------------------------------------------------------------------------------- task files
 
@@ -403,10 +217,11 @@ def _rng(seed: int, *parts: object) -> random.Random:
 
 
 def _balanced_labels(rng: random.Random, labels: Sequence[str], n: int) -> list[str]:
-    """`n` labels in blocks of 100, each block balanced and shuffled, so the first 100 are balanced."""
+    """`n` labels in blocks of 20, each block balanced and shuffled, so the first 20 (what the debug sweep
+    scores) and the first 100 are balanced."""
     out: list[str] = []
     while len(out) < n:
-        size = min(MIN_EVAL_INSTANCES, n - len(out))
+        size = min(BALANCED_BLOCK, n - len(out))
         block = [labels[i % len(labels)] for i in range(size)]
         rng.shuffle(block)
         out.extend(block)
@@ -557,7 +372,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 def default_data_root() -> Path:
-    """Where the default synthetic data lives: `$TK_DATA_CACHE`, else ~/.cache/tk-lab/synthetic-v1."""
+    """Where the default synthetic data lives: `$TK_DATA_CACHE`, else ~/.cache/tk-lab/synthetic-v{VERSION}."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
