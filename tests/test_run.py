@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import orjson
 import pytest
 import yaml
 
+from ni.data import require_split
 from ni.errors import ConfigError
 from tests.conftest import REPO, read_log, run_trainer, small_run, trainer_cmd, write_config
 from trainer.accel import resolve_precision
@@ -208,7 +210,13 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     """torchrun starts two CPU ranks (asserted), which train, predict shards and write one predictions file. The
     length comes from epochs: status.json carries the total the trainer planned (what the launcher's ETA counts to)."""
     run_cfg = small_run(tmp_path, tiny_model, embedded)
-    run_cfg["optim"] = {**run_cfg["optim"], "max_steps": None, "epochs": 0.6}  # 160 examples: 10 steps/epoch on 2 ranks
+    run_cfg["optim"] = {**run_cfg["optim"], "max_steps": None, "epochs": 0.375}
+    examples = len(require_split(embedded, "default", "train", max_instances_per_task=16, seed=42))
+
+    def planned(world: int) -> int:  # optimizer steps: micro-batches of 4 per rank, 2 accumulated, 0.375 epochs
+        return math.ceil(0.375 * math.ceil(math.ceil(examples / 4) / (world * 2)))
+
+    assert planned(2) == 6 and planned(1) == 12  # the embedded data's 256 examples: the rank count shows
     cfg = write_config(tmp_path / "r.yaml", **run_cfg)
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
@@ -224,8 +232,8 @@ def test_two_processes_with_gloo(tmp_path: Path, tiny_model: Path, embedded: Pat
     batch = {"world_size": 2, "effective_batch_size": 4 * 2 * 2, "grad_accum": 2, "per_device_batch_size": 4}
     assert {k: status[k] for k in batch} == batch
     rows = [x for x in read_log(run) if "loss" in x]
-    assert len(rows) == 6 and all({k: x[k] for k in batch} == batch for x in rows)
-    assert status["total_steps"] == rows[-1]["step"] == 6
+    assert len(rows) == planned(2) and all({k: x[k] for k in batch} == batch for x in rows)
+    assert status["total_steps"] == rows[-1]["step"] == planned(2)
     preds = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
     assert len(preds) == 16 and len({p["id"] for p in preds}) == 16
     assert [p for p in run.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
