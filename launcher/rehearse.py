@@ -33,6 +33,7 @@ import orjson
 from submitit.core.utils import FailedJobError
 
 from launcher.backends.base import Job, RunSpec
+from launcher.backends.local import LOG as LOCAL_LOG
 from launcher.backends.local import LocalBackend, start_agents
 from launcher.backends.slurm import SlurmBackend, SubmitFailed, map_state
 from launcher.sweep import PlannedRun, Sweep
@@ -119,7 +120,7 @@ class LocalRehearsal:
         if delay:
             env["TK_DEBUG_STEP_DELAY"] = delay
         nodes = spec.run.resources.nodes
-        with open(spec.run_dir / "launcher.log", "ab") as log:
+        with open(spec.run_dir / LOCAL_LOG, "ab") as log:
             return start_agents(self.local.commands(self.sweep, spec, []), [env] * nodes, log)
 
     def wait(self, procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[int | None]:
@@ -152,14 +153,14 @@ class LocalRehearsal:
         codes = self.wait(procs, max(60.0, deadline - time.time()))
         if None in codes:
             self.kill(procs)
-            result.fail(f"first attempt did not end in time; log:\n      {_tail(run_dir / 'launcher.log')}")
+            result.fail(f"first attempt did not end in time; log:\n      {_tail(run_dir / LOCAL_LOG)}")
             return
         status = _layout(spec).status()
         if spec.run.config.do_train:
             want = EXIT_PREEMPTED if not topo.distributed else 1  # torch.distributed.run exits 1 once it forwarded a signal
             if status.get("state") != "preempted" or codes[0] != want:
                 result.fail(f"stop after a checkpoint: exit {codes}, state {status.get('state')!r} (want exit {want}, "
-                            f"'preempted'); log:\n      {_tail(run_dir / 'launcher.log')}")
+                            f"'preempted'); log:\n      {_tail(run_dir / LOCAL_LOG)}")
                 return
             result.facts["stopped_at"] = status.get("step")
         # 2nd attempt: must resume and finish
@@ -168,7 +169,7 @@ class LocalRehearsal:
         if None in codes:
             self.kill(procs)
         if codes != [0] * len(codes):
-            result.fail(f"second attempt: exit {codes}; log:\n      {_tail(run_dir / 'launcher.log')}")
+            result.fail(f"second attempt: exit {codes}; log:\n      {_tail(run_dir / LOCAL_LOG)}")
 
 
 class SlurmRehearsal:

@@ -165,8 +165,9 @@ class _FieldReader:
                 missing_id.append(len(out))
                 iid = ""
             kept = shared.get(outputs)
-            if kept is None:
-                kept = shared[outputs] = tuple(_own(o) for o in outputs)
+            if kept is None:  # keyed by the copy: a key made of the parsed strings would pin the parsed file
+                kept = tuple(_own(o) for o in outputs)
+                shared[kept] = kept
             out.append(Instance(id=_own(iid), input=_own(text), outputs=kept))
         if missing_id:  # derived ids count earlier duplicates, so walk the file up to the last one needed
             wanted = {chosen[k]: k for k in missing_id}
@@ -215,7 +216,10 @@ def _malloc_trim() -> Callable[[], None]:
         trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc is among them
     except (OSError, AttributeError):  # not glibc: nothing to release by hand
         return lambda: None
-    return lambda: None if trim(0) else None
+
+    def release() -> None:
+        trim(0)
+    return release
 
 
 release_freed_memory = _malloc_trim()

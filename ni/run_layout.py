@@ -120,13 +120,17 @@ class RunLayout:
     def done(self) -> bool:
         return (self.path / DONE_FILE).is_file()
 
-    def read_status(self) -> RunStatus:
+    def read_status(self, strict: bool = False) -> RunStatus:
+        """`strict`: an OSError other than a missing file is raised, not read as empty (for the writer, which must
+        not overwrite a status.json it could not read)."""
         done = self.done()
         try:
             raw = orjson.loads((self.path / STATUS_FILE).read_bytes())
         except FileNotFoundError:
             return RunStatus({}, done)
         except (OSError, orjson.JSONDecodeError) as e:
+            if strict and not isinstance(e, orjson.JSONDecodeError):
+                raise
             return RunStatus({}, done, f"{STATUS_FILE} unreadable: {(str(e).splitlines() or [type(e).__name__])[0]}")
         if not isinstance(raw, dict):
             return RunStatus({}, done, f"{STATUS_FILE} unreadable: not a JSON object")

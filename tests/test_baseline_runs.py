@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import orjson
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from ni.errors import ConfigError
+from tests.api_fake import answer, serving
 from tests.conftest import REPO
-from tests.test_api_baseline import FakeOpenAI, answer
 from trainer.config import validate_config
 
 
@@ -55,10 +54,7 @@ def test_heuristic_baselines_through_the_launcher_match_the_golden_metrics(ni_sa
 
 @pytest.mark.slow
 def test_api_baseline_as_a_run(tmp_path: Path, embedded: Path) -> None:
-    fake = FakeOpenAI()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving() as fake:
         cfg = {"model": {"name_or_path": "baseline:api",
                          "api": {"base_url": fake.url, "model": "fake", "api_key_env": "TK_TEST_API_KEY"}},
                "do_train": False, "data": {"root": str(embedded), "max_instances_per_eval_task": 2},
@@ -68,9 +64,7 @@ def test_api_baseline_as_a_run(tmp_path: Path, embedded: Path) -> None:
                            capture_output=True, text=True, timeout=600,
                            env={**os.environ, "TK_TEST_API_KEY": "sk-secret-value-123"})
         assert r.returncode == 0, r.stderr[-2000:]
-    finally:
-        fake.server.shutdown()
-        fake.server.server_close()
+    assert "(8 examples, baseline:api)" in r.stdout  # the headline names the baseline
     run = tmp_path / "run"
     rows = [orjson.loads(line) for line in (run / "predicted_examples.jsonl").read_bytes().splitlines()]
     assert len(rows) == 4 * 2 and all(row["prediction"].startswith("answer ") for row in rows)

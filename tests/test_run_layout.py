@@ -3,9 +3,11 @@ what every reader sees, and what a killed or older trainer leaves never makes a 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import orjson
+import pytest
 
 from ni.run_layout import RunLayout, RunStatus, trainer_state
 from trainer.rundir import RunDir
@@ -55,6 +57,30 @@ def test_unreadable_status_says_why_and_done_still_counts(tmp_path: Path) -> Non
     assert RunLayout(tmp_path).read_status().state is None and not RunLayout(tmp_path).finished()
     (tmp_path / "DONE").write_text("t\n")
     assert RunLayout(tmp_path).read_status().state == "completed"  # DONE decides, whatever status.json says
+
+
+def test_the_writer_never_overwrites_a_status_it_could_not_read(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read error (EIO on a failing disk, say) is not an empty status: the writer stops instead of replacing the
+    record of earlier attempts; readers still say why and go on."""
+    run = RunDir(tmp_path)
+    run.set_status("running", attempt=1)
+    run.set_status("preempted", step=3, wall_seconds=5.0)
+    before = (tmp_path / "status.json").read_bytes()
+    real = Path.read_bytes
+
+    def failing(self: Path) -> bytes:
+        if self.name == "status.json":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    st = RunLayout(tmp_path).read_status()
+    assert st.record == {} and st.problem == "status.json unreadable: [Errno 5] Input/output error"
+    with pytest.raises(OSError):
+        run.set_status("running", attempt=2)
+    monkeypatch.undo()
+    assert (tmp_path / "status.json").read_bytes() == before
 
 
 def test_train_log_skips_a_torn_line_and_finds_steps_and_resumes(tmp_path: Path) -> None:

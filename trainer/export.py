@@ -24,6 +24,7 @@ import yaml
 from evaluation.scoring import split_group_key
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_dir
+from ni.run_layout import CONFIG_FILE, METRICS_FILE
 from trainer.config import RunConfig
 from trainer.hf import load_model, resolve_model_path
 from trainer.rundir import RunDir
@@ -52,7 +53,7 @@ def check_run(run_dir: Path) -> tuple[RunDir, RunConfig]:
         state = run.status().get("state", "unknown")
         raise ConfigError(f"{run_dir}: the run is not completed (state: {state}; no DONE)",
                           hint="Finish it first (python -m launcher submit ... resumes it).")
-    if not (run_dir / "metrics.json").is_file() and cfg.do_predict:
+    if not (run_dir / METRICS_FILE).is_file() and cfg.do_predict:
         raise ConfigError(f"{run_dir}: metrics.json is missing although the run is marked done")
     read_metrics(run_dir)  # a corrupt one is refused before any weights load
     return run, cfg
@@ -60,7 +61,7 @@ def check_run(run_dir: Path) -> tuple[RunDir, RunConfig]:
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """RUN/metrics.json ({"overall": {...}, ...}), None when absent; one line when unreadable or of another shape."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         return None
     hint = "Score the run again: python -m evaluation score RUN/predicted_examples.jsonl --out RUN/metrics.json."
@@ -199,8 +200,8 @@ def export(run_dir: Path, out: Path, force: bool = False, repo: str | None = Non
         tokenizer.save_pretrained(tmp)
         (tmp / CARD).write_text(model_card(cfg, run.path, metrics, source, repo), encoding="utf-8")
         if metrics is not None:
-            shutil.copyfile(run.path / "metrics.json", tmp / "metrics.json")
-        shutil.copyfile(run.path / "config.yaml", tmp / "run_config.yaml")
+            shutil.copyfile(run.path / METRICS_FILE, tmp / METRICS_FILE)
+        shutil.copyfile(run.path / CONFIG_FILE, tmp / "run_config.yaml")
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from ni.data import SplitRef, load_split
 from ni.errors import ConfigError
 from ni.io import atomic_open, write_json, write_jsonl
+from ni.run_layout import METRICS_FILE, PREDICTIONS_FILE
 from trainer.accel import flat_hparams, make_accelerator, resolve_precision
 from trainer.attempt import Preempted, RunStatus, claim, run_status
 from trainer.config import RunConfig
@@ -246,17 +247,18 @@ def evaluation_split(cfg: RunConfig, root: str) -> SplitRef:
 def finish(cfg: RunConfig, run: RunDir, test: Any, preds: list[str]) -> None:
     """The run's results: predicted_examples.jsonl, metrics.json, the model card of RUN/model if it holds a model,
     and the headline in one line."""
-    write_jsonl(run.path / "predicted_examples.jsonl", prediction_rows(test, preds))
+    write_jsonl(run.path / PREDICTIONS_FILE, prediction_rows(test, preds))
     metrics = score(test, preds, cfg.data.track)
-    write_json(run.path / "metrics.json", metrics)
+    write_json(run.path / METRICS_FILE, metrics)
     if (run.path / "model").is_dir():  # RUN/model becomes a publishable folder (and Beaker's result)
         from trainer.export import model_card
 
         with atomic_open(run.path / "model" / "README.md") as fh:
             fh.write(model_card(cfg, run.path, metrics, str(run.path / "model"), None))
     o = metrics["overall"]
+    who = f", {cfg.model.name_or_path}" if cfg.model.name_or_path.startswith("baseline:") else ""
     print(f"{run.path}: rougeL {o['rougeL']:.2f}  exact_match {o['exact_match']:.2f}  "
-          f"({metrics['num_examples']} examples)")
+          f"({metrics['num_examples']} examples{who})")
 
 
 def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:

@@ -185,7 +185,7 @@ class RunDir(RunLayout):
 
     def set_status(self, state: str, **extra: Any) -> None:
         assert state in STATES
-        status = self.status()
+        status = self.read_status(strict=True).record  # an unreadable (not torn) status.json is not overwritten
         status.setdefault("started_at", now())
         if state == "running":  # a new attempt: nothing of how the last one ended stays
             for key in ("finished_at", "error", "signal", "phase", "predicted", "step", "wall_seconds"):

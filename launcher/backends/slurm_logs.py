@@ -13,7 +13,7 @@ from typing import IO
 
 from launcher import tail as tails
 from launcher.backends.base import Backend, Job, LogTarget, NotStartedError
-from trainer.rundir import LOG_FILE, RunDir
+from ni.run_layout import LOG_FILE, RunLayout
 
 # submitit logs INFO to the task's stdout: each attempt of a (requeued) job starts with this line
 SUBMITIT_ATTEMPT = re.compile(r"submitit INFO .* - Starting with JobEnvironment")
@@ -89,7 +89,7 @@ def logs(backend: Backend, t: LogTarget, follow: bool, tail: int | None, stream:
 
     def running() -> bool:
         state = tails.job_state(backend, job)
-        if state is None and RunDir(t.run_dir).done():
+        if state is None and RunLayout(t.run_dir).done():
             return False
         if state is None:  # the controller does not answer: the job may well run on; follow until it answers
             if not unreachable[0]:
