@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.categories import TaskCategories
-from evaluation.metrics import HEADLINE_METRICS, METRICS, ExampleScores, mean_x100, score_examples, task_group
+from evaluation.metrics import HEADLINE_METRICS, METRICS, ExampleScores, aggregate, score_examples, task_group
 from evaluation.predictions import Prediction, read_predictions
 from evaluation.rouge import shared_scorer
 from ni.data import category_key
@@ -138,15 +138,14 @@ def summarize(scores: ExampleScores, tasks: Sequence[str], categories: Sequence[
             by_cat[c] = [i]
         else:
             members.append(i)
-    everything = range(len(scores))
     task_stats = {t: TaskStat(int(sums[-1]), dict(zip(METRICS, sums[:-1], strict=True)), c)
                   for t, (sums, c) in stats.items()}
     return Scores(
         track=track,
         num_examples=len(scores),
-        overall={m: mean_x100(col, everything) for m, col in columns},
+        overall=aggregate(scores),
         per_task={t: {m: round(100.0 * v / s.n, 4) for m, v in s.sums.items()} for t, s in task_stats.items()},
-        per_category={c: {m: mean_x100(col, idx) for m, col in columns} for c, idx in by_cat.items()},
+        per_category={c: aggregate(scores, idx) for c, idx in by_cat.items()},
         tasks=task_stats,
     )
 

@@ -1,5 +1,5 @@
 """What each run of a sweep is now: the job states its backends report, joined with its run directory by the
-manifest. Used by the CLI (status, submit, wait) and by the live view in `launcher.logs`."""
+manifest. Used by the CLI (status, submit, wait)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ class _Parsed:
 
 @dataclass(frozen=True)
 class Duration(_Parsed):
-    """`resources.time`: a wall-clock limit (see `duration_seconds`)."""
+    """`resources.time` and Beaker's `min_runtime`: a wall-clock limit (see `duration_seconds`)."""
 
     text: str
     seconds: int
@@ -199,7 +199,8 @@ class BeakerSettings(_Strict):
         True, description="False: min_runtime = the time limit, i.e. protected from preemption for min_runtime only "
         "(a spec v2 task has no 'never preempt'; a longer run or a retry can still be preempted)"
     )
-    min_runtime: str | None = Field(None, description="protected from preemption this long, e.g. 2h")
+    min_runtime: Duration | None = Field(
+        None, description="protected from preemption this long, HH:MM:SS or D-HH:MM:SS, e.g. \"02:00:00\"")
     auto_resume: bool = Field(True, description="restart a preempted task; the trainer resumes from its checkpoint")
     image: str | None = None
     retries: int = Field(2, ge=0)

@@ -255,11 +255,9 @@ def build_task(fam: Family, seed: int, num_instances: int) -> dict[str, Any]:
     key = fam.inputs or fam.name
     n = max(num_instances, MIN_EVAL_INSTANCES) if fam.split == "test" else num_instances
     n_pos = 3 + fam.number % 2
-    demo_labels: list[str | None] = [fam.labels[i % len(fam.labels)] if fam.labels else None for i in range(n_pos + 2)]
+    demo_labels = [fam.labels[i % len(fam.labels)] for i in range(n_pos + 2)]
     demos = _items(fam, _rng(seed, key, "examples"), demo_labels)
-    labels: list[str | None] = [None] * n
-    if fam.labels:
-        labels = list(_balanced_labels(_rng(seed, fam.name, "labels"), fam.labels, n))
+    labels = _balanced_labels(_rng(seed, fam.name, "labels"), fam.labels, n)
     ids = _rng(seed, fam.name, "ids")
     instances = []
     for i, item in enumerate(_items(fam, _rng(seed, key, "instances"), labels)):

@@ -376,6 +376,15 @@ def test_check_rejects_bad_time_and_env_secret_clash(tmp_path: Path) -> None:
         BeakerBackend().check(sweep)
 
 
+def test_min_runtime_is_a_duration_read_with_the_sweep(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, SINGLE.replace("    retries: 0\n", "    retries: 0\n    min_runtime: \"1-02:00:00\"\n"))
+    spec = BeakerBackend(client=FakeBeakerClient()).build_spec(sweep, run_specs(sweep, tmp_path / "runs")[0])
+    assert spec.tasks[0].context.min_runtime == 26 * 3600 * 1_000_000_000
+    with pytest.raises(ConfigError, match="backend.beaker.min_runtime") as e:
+        make_sweep(tmp_path, SINGLE.replace("    retries: 0\n", "    retries: 0\n    min_runtime: 2h\n"))
+    assert "\n" not in str(e.value)
+
+
 def with_weka(text: str, extra: str = "") -> str:
     return text.replace("    retries: 0\n", f"    retries: 0\n    checkpoint_weka: {WEKA}\n{extra}")
 

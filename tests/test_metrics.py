@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from rouge_score import rouge_scorer
 
 from evaluation import rouge
 from evaluation.metrics import ExampleScores, aggregate, normalize_answer, score_examples
-from evaluation.overlap import lcs_length
+from evaluation.overlap import PairCaches, lcs_length, rouge1_f, rougel_f, score_pairs
 from evaluation.rouge import DefaultTokenizer, RougeScorer, XlingualTokenizer
 from evaluation.scoring import Scores, evaluate, flatten, group_key, split_group_key, summarize
 from ni.errors import ConfigError
@@ -125,6 +126,21 @@ def test_bit_parallel_lcs_equals_dp_table(a: list[int], b: list[int]) -> None:
     expected = rouge_scorer._lcs_table(a, b)[-1][-1] if a and b else 0
     assert lcs_length(a, b) == expected
     assert lcs_length(b, a) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(seqs=st.lists(st.lists(st.integers(0, 5), max_size=30).map(tuple), min_size=2, max_size=6),
+       picks=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
+def test_fused_pair_scores_equal_the_two_definitions(seqs: list[tuple[int, ...]],
+                                                     picks: list[tuple[int, int]]) -> None:
+    """`score_pairs` (one pass, caches shared across calls) gives exactly `rouge1_f` and `rougel_f`."""
+    pairs = [(p % len(seqs), t % len(seqs)) for p, t in picks]
+    caches = PairCaches()
+    for _ in range(2):  # the second call reads the caches the first filled
+        got = score_pairs(seqs, pairs, caches)
+        want = [(rouge1_f(Counter(seqs[t]), len(seqs[t]), Counter(seqs[p]), len(seqs[p])), rougel_f(seqs[t], seqs[p]))
+                for p, t in pairs]
+        assert got == want
 
 
 def test_lcs_handles_sequences_longer_than_a_machine_word() -> None:

@@ -27,7 +27,9 @@ class Preempted(Exception):
 
 
 @dataclass
-class RunStatus:
+class Attempt:
+    """The attempt in progress (what `run_status` yields); status.json's read side is `ni.run_layout.RunStatus`."""
+
     run: RunDir
     writes: bool  # only the main process writes status.json
     started: float
@@ -43,12 +45,12 @@ class RunStatus:
 
 
 @contextmanager
-def run_status(run: RunDir, writes: bool = True, **running: Any) -> Iterator[RunStatus]:
+def run_status(run: RunDir, writes: bool = True, **running: Any) -> Iterator[Attempt]:
     """One attempt of `run`, as status.json tells it. On entry "running" (the attempt counted, `running` recorded).
     The block ends: the predictions kept for a resume are dropped, "completed", then DONE. A `Preempted` ends it:
     "preempted" and `exit_code` EXIT_PREEMPTED (the state is saved, so it is not an error). Anything else: "failed"
     with the error in one line, and raised on."""
-    status = RunStatus(run, writes, time.time())
+    status = Attempt(run, writes, time.time())
     if writes:
         run.set_status("running", attempt=run.status().get("attempt", 0) + 1, **running)
     try:

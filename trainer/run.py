@@ -23,7 +23,7 @@ from ni.errors import ConfigError
 from ni.io import atomic_open, write_json, write_jsonl
 from ni.run_layout import METRICS_FILE, PREDICTIONS_FILE
 from trainer.accel import flat_hparams, make_accelerator, resolve_precision
-from trainer.attempt import Preempted, RunStatus, claim, run_status
+from trainer.attempt import Attempt, Preempted, claim, run_status
 from trainer.config import RunConfig
 from trainer.dataset import encode_split, load_train_set
 from trainer.hf import load_model, load_model_config, resolve_model_path
@@ -136,7 +136,7 @@ def setup(cfg: RunConfig, run: RunDir, root: str, force: bool, stop: StopFlag) -
     return Setup(cfg, run, root, model_path, accelerator, stop, status)
 
 
-def load(s: Setup, status: RunStatus) -> Model:
+def load(s: Setup, status: Attempt) -> Model:
     from accelerate.utils import set_seed
 
     from trainer.hf import load_tokenizer

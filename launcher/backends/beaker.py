@@ -180,23 +180,6 @@ class RealBeakerClient:
 # --- spec building --------------------------------------------------------------------------------------
 
 
-def _duration_seconds(text: str) -> int:
-    """`min_runtime`, a Slurm-style wall-clock limit: [D-]HH:MM:SS, MM:SS or minutes."""
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if not m:
-        raise ConfigError(f"backend.beaker.min_runtime: '{text}' is not a duration",
-                          hint="For example: \"24:00:00\" or \"2-00:00:00\".")
-    days, a, b, c = m.groups()
-    parts = [int(x) for x in (a, b, c) if x is not None]
-    if len(parts) == 3:
-        secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
-    elif len(parts) == 2:
-        secs = parts[0] * 60 + parts[1]
-    else:
-        secs = parts[0] * 60
-    return int(days or 0) * 86400 + secs
-
-
 def _memory(memory: Memory) -> str:
     """`64G` (binary units) as Beaker's `64GiB`; with a unit suffix as written (`64GiB`, `64GB`)."""
     return f"{memory.number}{memory.unit}iB" if not memory.suffix else memory.text.strip()
@@ -287,7 +270,7 @@ def _context(settings: BeakerSettings, time_limit_s: int) -> BeakerTaskContext:
     newest checkpoint on the `checkpoint_weka` mount (a restarted job's /results is empty); `min_runtime` protects
     a task from preemption: none when `preemptible`, else the whole time limit, unless the sweep names one."""
     if settings.min_runtime is not None:
-        min_runtime = _duration_seconds(settings.min_runtime) * 1_000_000_000
+        min_runtime = settings.min_runtime.seconds * 1_000_000_000
     else:
         min_runtime = 0 if settings.preemptible else time_limit_s * 1_000_000_000
     return BeakerTaskContext(priority=BeakerJobPriority.from_any(settings.priority),
@@ -337,8 +320,6 @@ class BeakerBackend:
                                   hint="Keep it in secrets (by secret name) only.")
         if CONFIG_ENV in s.env or CONFIG_ENV in s.secrets:
             raise ConfigError(f"{where}: {CONFIG_ENV} is reserved (it carries the run's config)")
-        if s.min_runtime is not None:
-            _duration_seconds(s.min_runtime)
 
     def preflight_warnings(self, sweep: Sweep) -> list[str]:
         """What works but probably not as meant (one line each); `plan` and `submit` print them."""
