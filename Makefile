@@ -27,11 +27,13 @@ $(PY):
 setup: $(PY)  ## create .venv and install the project with dev tools (CPU or GPU torch, auto-detected; TORCH_CUDA=cu126 picks a CUDA build)
 	source $(VENV)/bin/activate && TORCH_CUDA="$(TORCH_CUDA)" bash scripts/install.sh --dev $(SETUP_FLAGS)
 
-test:  ## the whole suite, slow tests included (trainer runs, DeepSpeed; SLURM jobs when SLURM_CONF is set)
-	$(PY) -m pytest -q
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,)
+test:  ## the whole suite, slow tests included (trainer runs, DeepSpeed; SLURM jobs when SLURM_CONF is set); TEST_WORKERS=1: in one process
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast:  ## the suite without the slow tests: no trainer run, no cluster job
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(XDIST)
 
 check:  ## ruff + mypy
 	$(PY) -m ruff check .

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate requirements/lock.txt: every dependency of the project (all extras) pinned, resolved once for every
 # platform and Python >= 3.11 (uv's universal mode), with torch pinned to the version scripts/install.sh installs.
-#   scripts/lock.sh            (needs `uv`: pip install uv; reaches PyPI)
+#   scripts/lock.sh            (needs `uv`: pip install uv; reaches PyPI); UPGRADE=1 re-resolves every version
 # scripts/install.sh --locked installs through this file (as pip constraints), and so do the images, so CI, a
 # workstation and every image get the same versions. The header records a hash of pyproject's dependency lists
 # and the torch pin; tests/test_images.py fails when pyproject changes without a new lock (run this script).
@@ -15,6 +15,8 @@ hash="$(python -m launcher.images pyproject-hash --torch "$torch_version")"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "torch==${torch_version}" >"$tmp/torch.txt"
+# uv keeps the versions an existing output file pins: a new dependency does not upgrade the others (UPGRADE=1 does)
+[ "${UPGRADE:-0}" = 1 ] || grep -v '^# ' requirements/lock.txt >"$tmp/lock.txt" || true
 uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --constraint "$tmp/torch.txt" \
   --no-header --quiet --output-file "$tmp/lock.txt"
 {

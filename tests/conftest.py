@@ -155,6 +155,44 @@ def tiny_sweep(path: Path, data: Path, name: str, steps: int = 2, instances: int
 
 # --- the SLURM test cluster (scripts/slurm_cluster.sh start; SLURM_CONF set) ----------------------------------
 
+CLUSTER_FIXTURES = {"cluster", "two_node_cluster"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`); every test of the SLURM cluster goes to one of
+    them, in turn: some stop and restart its slurmctld, and its node has the CPUs of one job at a time. That group
+    (about half of the suite's time, mostly waiting on the cluster) is handed out first, so the other worker's tests
+    run beside it rather than after it."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup")):
+        return
+    on_cluster = [item.get_closest_marker("slurm") is not None or bool(CLUSTER_FIXTURES & set(item.fixturenames))
+                  for item in items if isinstance(item, pytest.Function)]
+    if len(on_cluster) != len(items):
+        raise pytest.UsageError("tests/conftest.py: an item that is not a test function; cannot group the cluster's")
+    for item, grouped in zip(items, on_cluster, strict=True):
+        if grouped:
+            _join_group(item, "slurm")
+    order = {id(item): not grouped for item, grouped in zip(items, on_cluster, strict=True)}
+    items.sort(key=lambda item: order[id(item)])  # stable: the order within each part stays
+
+
+def _join_group(item: pytest.Item, group: str) -> None:
+    """What `--dist loadgroup` does for an `xdist_group` mark: the item's id gets the suffix `@group`, and the
+    scheduler sends all ids of a suffix to one worker. pytest-xdist 3.8 writes `item._nodeid`, which pytest 9.2 no
+    longer reads (a node's id is `item._id`, a `NodeId`), so the mark alone would group nothing: set it here, and
+    stop if it did not take rather than let two workers share the cluster."""
+    nodeid = f"{item.nodeid}@{group}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)
+    else:
+        item._nodeid = nodeid
+    if item.nodeid != nodeid:
+        raise pytest.UsageError(f"tests/conftest.py: could not put {item.nodeid} in the xdist group '{group}' "
+                                "(pytest or pytest-xdist changed how a test's id is set); run with TEST_WORKERS=1")
+
 
 def cluster_reason() -> str | None:
     """Why no SLURM cluster answers here, or None when one does."""
