@@ -48,28 +48,28 @@ class FakeOpenAI:
                     status = 429 if n % 4 == 0 else 500 if n % 7 == 0 else 200
                     if not outer.fail:
                         status = 200
-                    if status != 200:
-                        with outer.lock:
-                            outer.failures += 1
-                        self.send_response(status)
-                        self.end_headers()
-                        return
-                    with outer.lock:
-                        outer.bodies.append(body)
-                    if self.path.endswith("/chat/completions"):
-                        prompt = body["messages"][0]["content"]
-                        out: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": answer(prompt)}}]}
-                    else:
-                        out = {"choices": [{"text": answer(body["prompt"])}]}
-                    data = json.dumps(out).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
+                    data = b""
+                    if status == 200:
+                        if self.path.endswith("/chat/completions"):
+                            prompt = body["messages"][0]["content"]
+                            out: dict[str, Any] = {
+                                "choices": [{"message": {"role": "assistant", "content": answer(prompt)}}]}
+                        else:
+                            out = {"choices": [{"text": answer(body["prompt"])}]}
+                        data = json.dumps(out).encode()
+                finally:  # before the answer is sent: once the client has it, it may send its next request at once
                     with outer.lock:
                         outer.in_flight -= 1
+                        if status == 200:
+                            outer.bodies.append(body)
+                        else:
+                            outer.failures += 1
+                self.send_response(status)
+                if data:
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
