@@ -883,7 +883,11 @@ def _submit_two_slow_runs_on_slurm(tmp_path: Path, name: str, max_steps: int
                      "seeds: [1, 2]\nresources: {cpus: 2, memory: 2G, time: '00:15:00'}\n"
                      "backend: {slurm: {setup: ['export TK_DEBUG_STEP_DELAY=0.3']}}\n")
     runs = tmp_path / "runs"
-    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache")}
+    # the commands' own slurm.conf: the same cluster, but a client gives up on an absent controller after ~3 s
+    # instead of ~9 s per call (MessageTimeout 10); what they report of the outage is the same
+    client_conf = tmp_path / "client-slurm.conf"
+    client_conf.write_text(f"{conf.read_text()}\nMessageTimeout=4\n")
+    env = {"COLUMNS": "200", "TK_CACHE_DIR": str(tmp_path / "cache"), "SLURM_CONF": str(client_conf)}
     r = cli("launcher", "submit", str(sweep), "--backend", "slurm", "--runs-root", str(runs), "--no-wait", env=env)
     return conf, sweep, runs, env, r
 
