@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from launcher.sweep import Sweep
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers already keep the cores busy: a run (or a torch call here) with an OpenMP thread per core would
+    # fight the other worker's for them, several times slower (set here, before anything imports torch; a value
+    # given from outside wins). Every rank that torchrun starts gets 1 anyway.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 SHARED = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
 NI_SAMPLE = SHARED / "ni-sample"
 GOLDEN = SHARED / "golden"
