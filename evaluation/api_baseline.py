@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
@@ -120,8 +121,6 @@ def _session(settings: ApiSettings) -> Any:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    from urllib.parse import urlsplit
-
     u = urlsplit(url)
     return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
 
@@ -129,8 +128,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _post(settings: ApiSettings, url: str, data: bytes, headers: dict[str, str]) -> Any:
     """POST, following a 307/308 redirect only within the same origin (scheme, host, port): the key in
     `headers` never goes to another origin, and no other redirect is taken."""
-    from urllib.parse import urljoin
-
     import requests
 
     for _ in range(5):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from evaluation.api_baseline import ApiSettings, write_api_baseline
 from evaluation.baselines import BASELINES, write_baseline
 from evaluation.metrics import HEADLINE_METRICS, METRICS
 from evaluation.scoring import Scores, score_file
@@ -110,8 +111,6 @@ def _dispatch(argv: list[str] | None) -> int:
 
         return run_compare(args.a, args.b, args.out, args.seed)
     if args.command == "baseline" and args.name == "api":
-        from evaluation.api_baseline import ApiSettings, write_api_baseline
-
         if not args.base_url or not args.model:
             raise ConfigError("baseline api: --base-url and --model are required")
         settings = ApiSettings(args.base_url, args.model, args.api_key_env, args.endpoint, args.concurrency,

@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from evaluation.baselines import BASELINES, baseline_rows
 from evaluation.bootstrap import task_interval
 from evaluation.categories import TaskCategories
 from evaluation.metrics import HEADLINE_METRICS, METRICS
-from evaluation.predictions import read_predictions_file
+from evaluation.predictions import parse_line, read_predictions_file
 from evaluation.report_groups import (
     REPLICATE_AXES,
     best_worst,
@@ -29,12 +30,14 @@ from evaluation.report_groups import (
     split_axes,
     versus,
 )
+from evaluation.report_render import FORMATS, to_markdown, write_report
 from evaluation.rouge import available_cpus, shared_scorer
 from evaluation.runs import RunInfo, _is_run_dir, config_differences, discover
 from evaluation.scorecache import cache_key, file_sha256, load_cached, store_cached
 from evaluation.scoring import Scores, flatten, group_key, groups_of, score_predictions
 from ni.errors import DataError, TkError
 from ni.io import write_json
+from ni.synthetic import ensure_default_data
 
 # reference.md section 7: ROUGE-L on the 119 English / 35 cross-lingual test tasks (repository README).
 PUBLISHED: list[tuple[str, float | None, float | None]] = [
@@ -55,8 +58,6 @@ ENCODING_AXES = ("data.train_encoding", "data.test_encoding")
 def _task_categories(run: RunInfo) -> Any:
     root = run.data_setting("root")
     if root is None and run.config:
-        from ni.synthetic import ensure_default_data
-
         return TaskCategories(ensure_default_data())
     return TaskCategories(Path(root) if root else None)
 
@@ -218,9 +219,6 @@ def _pivots(groups: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any
 
 def _baseline_scores(roots: set[tuple[str, str, int | None]], cache_dir: Path | None) -> list[dict[str, Any]]:
     """Heuristic baselines on the same test data as the runs (cached in the report directory)."""
-    from evaluation.baselines import BASELINES, baseline_rows
-    from evaluation.predictions import parse_line
-
     cache_file = cache_dir / ".baselines-cache.json" if cache_dir else None
     cache: dict[str, Any] = {}
     if cache_file and cache_file.is_file():
@@ -258,8 +256,6 @@ def _test_data(run: RunInfo) -> tuple[str, str, int | None] | None:
         return None
     root = run.data_setting("root")
     if root is None:
-        from ni.synthetic import ensure_default_data
-
         root = str(ensure_default_data())
     return str(root), str(run.data_setting("track", "default")), run.data_setting("max_instances_per_eval_task")
 
@@ -368,8 +364,6 @@ def run_report(
     replicate_axes: Sequence[str] = REPLICATE_AXES,
 ) -> int:
     """Build, write and print a report; the exit status is 1 under `strict` when a run needs attention."""
-    from evaluation.report_render import FORMATS, to_markdown, write_report
-
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise DataError(f"--format: unknown format '{bad[0]}'", hint=f"Valid formats: {','.join(FORMATS)}.")

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from evaluation.plots import report_plots
 from evaluation.report_groups import format_seconds
 from evaluation.scoring import group_key, group_value
 from ni.io import atomic_open, write_json
@@ -319,8 +320,6 @@ def write_report(report: dict[str, Any], out: Path, formats: list[str]) -> list[
         text("groups.csv", groups_csv(report))
         text("tasks.csv", tasks_csv(report))
     if "html" in formats:
-        from evaluation.plots import report_plots
-
         plots = report_plots(report)
         for name, png in plots.items():
             with atomic_open(out / name, "wb") as fh:

@@ -14,7 +14,10 @@ from typing import Any
 from launcher import backends
 from launcher.backends import BACKENDS
 from launcher.backends.base import Backend, Job
+from launcher.images import check_image_revision
+from launcher.logs import logs
 from launcher.manifest import Manifest
+from launcher.progress import TERMINAL_RUN_STATES, summary
 from launcher.states import sweep_states
 from launcher.sweep import MAX_RUNS, Sweep, load_sweep
 from ni.cli_util import run_cli
@@ -97,8 +100,6 @@ def _again(sweep: Sweep, args: argparse.Namespace, command: str) -> str:
 def _wait(sweep: Sweep, args: argparse.Namespace) -> int:
     """The live view until every run has ended: 0 when all completed, 1 when some did not, 130 on Ctrl-C (the
     jobs keep running; the message says how to come back)."""
-    from launcher.progress import TERMINAL_RUN_STATES, summary
-
     summary(sweep, Manifest(args.runs_root, sweep), follow=True, interval=float(getattr(args, "interval", 5.0)))
     states = sweep_states(sweep, Manifest(args.runs_root, sweep))
     if any(s.state not in TERMINAL_RUN_STATES for s in states):
@@ -126,8 +127,7 @@ def _submit(sweep: Sweep, args: argparse.Namespace, manifest: Manifest, backend:
     if not runs:
         return 1 if unknown else 0
     _warn(backend, sweep)
-    from launcher.images import check_image_revision  # the image must hold the code being submitted
-
+    # the image must hold the code being submitted
     for note in check_image_revision(sweep, backend, allow_stale=args.allow_stale_image):
         print(f"warning: {note}", file=sys.stderr)
     specs = [manifest.write_launch_config(r) for r in runs]
@@ -262,8 +262,6 @@ class _LiveView:
 
 
 def cmd_logs(sweep: Sweep, args: argparse.Namespace) -> int:
-    from launcher.logs import logs
-
     return logs(sweep, args.runs_root, args.run_id, follow=args.follow, tail=args.tail, interval=args.interval)
 
 

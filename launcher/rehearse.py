@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -40,7 +41,9 @@ from launcher.sweep import PlannedRun, Sweep
 from launcher.topology import Topology
 from ni.io import atomic_open
 from ni.run_layout import METRICS_FILE, PREDICTIONS_FILE, RunLayout
+from ni.synthetic import ensure_default_data
 from trainer.config import RunConfig, apply_overrides, validate_config
+from trainer.hf import resolve_model_path
 from trainer.rundir import EXIT_PREEMPTED
 
 STEPS = 4
@@ -297,8 +300,6 @@ def prepare(sweep: Sweep, root: Path, limit: int | None) -> list[RunSpec]:
         toy = toy.model_copy(update={"output_dir": str(run_dir.resolve())})
         rehearsed = PlannedRun(run.run_id, run.varied, toy, run.resources, run.variant)
         if run_dir.exists():  # a rehearsal starts afresh
-            import shutil
-
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         spec = RunSpec(rehearsed, run_dir, run_dir / "launch.yaml")
@@ -340,7 +341,4 @@ def rehearse(sweep: Sweep, root: Path, limit: int | None = None, timeout_s: floa
 
 def _build_tiny_model() -> None:
     """Once, before any rank: every rank of every run then loads the same cached tiny model."""
-    from ni.synthetic import ensure_default_data
-    from trainer.hf import resolve_model_path
-
     resolve_model_path("tiny", str(ensure_default_data()))

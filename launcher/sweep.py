@@ -28,6 +28,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import core_schema
 
 from ni.errors import ConfigError
 from ni.names import check_name
@@ -73,8 +74,6 @@ class _Parsed:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        from pydantic_core import core_schema
-
         return core_schema.no_info_plain_validator_function(
             cls.parse, serialization=core_schema.plain_serializer_function_ser_schema(str))
 

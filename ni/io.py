@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from ni.errors import ConfigError
 
 
 def now() -> str:
@@ -71,8 +74,6 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
     """Fill a temp directory beside `path`; it replaces `path` only if the block succeeds."""
-    import shutil
-
     target = Path(path)
     if target.exists() and not target.is_dir():  # a file is never replaced by a folder
         raise NotADirectoryError(errno.ENOTDIR, "is a file; give the path of a folder to write", str(target))
@@ -99,8 +100,6 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
 def refuse_overwriting_inputs(out: str | os.PathLike[str] | None, inputs: dict[str, Any], flag: str = "--out") -> None:
     """No command writes over one of its inputs: `out` may not be an input, nor a folder holding one (that folder
     would be replaced). `inputs`: a name for the message -> a path (or None)."""
-    from ni.errors import ConfigError
-
     if out is None:
         return
     target = Path(out).resolve()

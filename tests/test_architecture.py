@@ -1,7 +1,7 @@
 """The package structure, read from the source: no import circles between modules, and no import running up the
 layering `ni` <- `evaluation` <- `trainer` <- `launcher` (docs/architecture.md). Function-local imports count too:
-they only keep heavy libraries off light paths, they do not make a circle acceptable. And the light paths stay
-light: importing the command lines or any module of ni, evaluation and launcher loads no torch."""
+they only keep costly libraries off light paths (and each one must), they do not make a circle acceptable. And the
+light paths stay light: importing the command lines or any module of ni, evaluation and launcher loads no torch."""
 
 from __future__ import annotations
 
@@ -120,3 +120,98 @@ def test_light_paths_load_no_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "", f"loaded on import: {r.stdout.strip()}"
+
+
+# What a function-local import may keep off a light path: a library whose import costs tens of milliseconds or more
+# (`python -X importtime`: torch ~1.6 s, pydantic ~40 ms plus the schemas of the models built on it).
+COSTLY = (*HEAVY, "datasets", "submitit", "beaker", "matplotlib", "requests", "urllib3", "nltk", "numpy", "rich",
+          "huggingface_hub", "pydantic", "tokenizers", "safetensors.torch")
+SIDE_EFFECT_ONLY = {"readline"}  # imported for what it does to input(), only in a terminal
+
+
+def _scoped_imports(tree: ast.Module) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The names a module imports when it is loaded (module level, `if TYPE_CHECKING:` blocks left out), and its
+    function-local imports as (line, names). A name is `a.b` for `import a.b` and `a.b.c` for `from a.b import c`."""
+    top: list[str] = []
+    local: list[tuple[int, list[str]]] = []
+
+    def names(node: ast.Import | ast.ImportFrom) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        return [f"{node.module}.{a.name}" for a in node.names]
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                visit(ast.Module(body=child.orelse, type_ignores=[]), in_function)
+                continue
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                if in_function:
+                    local.append((child.lineno, names(child)))
+                else:
+                    top.extend(names(child))
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
+
+    visit(tree, False)
+    return top, local
+
+
+def needless_local_imports(sources: dict[str, str]) -> list[str]:
+    """Function-local imports that keep nothing costly off the path of loading their module: everything they would
+    load that is in COSTLY, the module (with what it imports at module level, transitively) loads already."""
+    scoped = {m: _scoped_imports(ast.parse(src)) for m, src in sources.items()}
+
+    def owner(name: str) -> str | None:
+        while name and name not in scoped:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def costly(names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        found: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            module = owner(name)
+            if module is None:
+                found |= {c for c in COSTLY if name == c or name.startswith(c + ".")}
+                continue
+            parts = module.split(".")  # importing a.b.c runs a and a.b first
+            for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+                if prefix in scoped and prefix not in seen:
+                    seen.add(prefix)
+                    todo += scoped[prefix][0]
+        return found
+
+    found = []
+    for module, (_, local) in sorted(scoped.items()):
+        already = costly([module])
+        for line, names in local:
+            if set(names) & SIDE_EFFECT_ONLY:
+                continue
+            if not costly(names) - already:
+                found.append(f"{module}:{line} imports {', '.join(names)} inside a function: it keeps nothing costly "
+                             "off the path of loading the module; import it at the top")
+    return found
+
+
+def test_the_local_import_check_tells_a_costly_import_from_a_needless_one() -> None:
+    sources = {
+        "ni": "",
+        "ni.a": "import os\ndef f():\n    import json\n",  # stdlib: never costly
+        "ni.b": "def g():\n    import torch\n",  # keeps torch off loading ni.b
+        "ni.c": "import torch\ndef h():\n    from transformers import AutoConfig\n    import torch.nn\n",
+        "ni.d": "def k():\n    from ni.c import h\n",  # ni.c brings torch
+        "ni.e": "from ni.c import h\ndef r():\n    from ni.b import g\n",  # ni.b brings nothing ni.e lacks
+        "ni.f": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import numpy\ndef s():\n    import numpy\n",
+        "ni.g": "def t():\n    import readline\n",
+    }
+    assert [line.split(" inside")[0] for line in needless_local_imports(sources)] == [
+        "ni.a:3 imports json", "ni.c:4 imports torch.nn", "ni.e:3 imports ni.b.g"]
+
+
+def test_function_local_imports_keep_something_costly_off_a_path() -> None:
+    """docs/architecture.md: a function-local import is for keeping a costly library off a light path; any other
+    import goes at the top of its module, where a reader sees what the module depends on."""
+    sources = {m: p.read_text() for m, p in project_modules().items()}
+    assert needless_local_imports(sources) == []

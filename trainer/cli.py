@@ -12,6 +12,11 @@ from ni.data import TRACKS, require_split
 from ni.encoding import ENCODING_NAMES, PromptEncoder, resolve_encoding
 from ni.errors import ConfigError
 from ni.io import refuse_overwriting_inputs, write_jsonl
+from ni.synthetic import ensure_default_data, generate
+from trainer.demo import main_demo
+from trainer.fetch import NI_REMOTE, NI_REVISION, fetch_data
+from trainer.hf import load_tokenizer
+from trainer.tiny import build_tiny_model
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +44,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     data = require_split(args.data, args.track, args.split, max_instances_per_task=cap, seed=args.seed)
     tokenizer = None
     if args.tokenizer is not None:
-        from trainer.hf import load_tokenizer
-
         tokenizer = load_tokenizer(args.tokenizer)
     encoder = PromptEncoder(args.encoding, tokenizer, args.max_source_length, seed=args.seed)
     pairs = list(data)
@@ -67,9 +70,6 @@ def _add_tiny_model(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from ni.synthetic import ensure_default_data
-    from trainer.tiny import build_tiny_model
-
     data = args.data or ensure_default_data()
     out = build_tiny_model(
         args.out, data, vocab_size=args.vocab_size, d_model=args.d_model, num_layers=args.num_layers, seed=args.seed
@@ -87,8 +87,6 @@ def _add_make_data(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:
-    from ni.synthetic import generate
-
     out = generate(args.out, seed=args.seed, num_instances=args.num_instances, overwrite=args.overwrite)
     print(f"wrote the embedded default dataset to {out}")
     return 0
@@ -122,8 +120,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from trainer.demo import main_demo
-
     return main_demo(args.model, args.encoding, args.once, args.show_prompt, args.max_new_tokens,
                      args.max_source_length)
 
@@ -146,8 +142,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_fetch_data(sub: argparse._SubParsersAction) -> None:
-    from trainer.fetch import NI_REMOTE, NI_REVISION
-
     p = sub.add_parser("fetch-data", help="Super-NaturalInstructions at a pinned revision, checked (git, shallow)")
     p.add_argument("--out", required=True, type=Path, help="the data root to create (tasks/, splits/)")
     p.add_argument("--revision", default=NI_REVISION, help=f"tag, branch or commit (default {NI_REVISION})")
@@ -155,8 +149,6 @@ def _add_fetch_data(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
-    from trainer.fetch import fetch_data
-
     got = fetch_data(args.out, args.revision, args.remote)
     splits = ", ".join(f"{k} {v['tasks']}" for k, v in got["splits"].items())
     print(f"{args.out}: {got['revision']} ({got['commit'][:12]}) {'fetched' if got['fetched'] else 'already there'}"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ni.encoding import ENCODING_NAMES
 from ni.errors import ConfigError
 from ni.names import check_name
+from ni.yamlio import read_yaml
 
 
 class _Strict(BaseModel):
@@ -294,8 +295,6 @@ def validate_config(raw: Any, source: str) -> RunConfig:
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
-    from ni.yamlio import read_yaml
-
     p = Path(path)
     raw = read_yaml(p, "config file")[0] or {}
     if overrides:

@@ -28,6 +28,7 @@ import orjson
 
 from ni.data import SplitData, SplitRef
 from ni.encoding import TK_INSTRUCT, PromptEncoder
+from ni.errors import DataError
 from ni.fingerprint import HashCache
 from trainer.encoded import EncodedTable, References, Rows, TableBuilder
 
@@ -212,8 +213,6 @@ def load_train_set(cfg: Any, tokenizer: Any, data_root: str, epoch: int) -> Enco
     enc = encode_split(train_split(cfg, data_root), d.train_encoding, tokenizer, d.max_source_length,
                        d.max_target_length, train_encoding_seed(cfg, epoch), cache_key={})
     if len(enc) == 0:
-        from ni.errors import DataError
-
         raise DataError(f"{data_root}: the {d.track} track has no training instances (splits/{d.track}/train_tasks.txt)")
     return enc
 

@@ -12,6 +12,8 @@ and one JSON object on stdout: {"prompt": "...", "prediction": "..."}.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ import orjson
 from ni.data import Example, Instance, Task
 from ni.encoding import PromptEncoder, resolve_encoding
 from ni.errors import ConfigError
+from ni.synthetic import ensure_default_data
+from trainer.hf import load_model, load_tokenizer, resolve_model_path
 
 MAX_NEW_TOKENS = 128
 DEFAULT_MAX_SOURCE_LENGTH = 1024
@@ -67,8 +71,6 @@ class Demo:
     def __init__(self, model_path: str, encoding: str, max_source_length: int = DEFAULT_MAX_SOURCE_LENGTH,
                  max_new_tokens: int = MAX_NEW_TOKENS):
         resolve_encoding(encoding)  # a bad name fails before the model loads
-        from trainer.hf import load_model, load_tokenizer
-
         self.model = load_model(model_path)
         self.model.eval()
         self.tokenizer = load_tokenizer(model_path)
@@ -134,12 +136,8 @@ def interactive(demo: Demo, read: Callable[[str], str] = input, write: Callable[
 
 def main_demo(model: str, encoding: str, once: bool, show_prompt: bool = False,
               max_new_tokens: int = MAX_NEW_TOKENS, max_source_length: int = DEFAULT_MAX_SOURCE_LENGTH) -> int:
-    import os
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
-
-    from trainer.hf import resolve_model_path
 
     hf_logging.disable_progress_bar()
 
@@ -148,14 +146,10 @@ def main_demo(model: str, encoding: str, once: bool, show_prompt: bool = False,
     if once:
         return run_once(demo, sys.stdin, sys.stdout)
     if sys.stdin.isatty():
-        import contextlib
-
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 -- line editing and history for input()
     return interactive(demo, show_prompt=show_prompt)
 
 
 def _data_root() -> str:
-    from ni.synthetic import ensure_default_data
-
     return str(ensure_default_data())

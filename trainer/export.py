@@ -25,8 +25,9 @@ from evaluation.scoring import split_group_key
 from ni.errors import ConfigError, TkError
 from ni.io import atomic_dir
 from ni.run_layout import CONFIG_FILE, METRICS_FILE
+from ni.synthetic import ensure_default_data
 from trainer.config import RunConfig
-from trainer.hf import load_model, resolve_model_path
+from trainer.hf import load_model, load_tokenizer, resolve_model_path
 from trainer.rundir import RunDir
 
 CARD = "README.md"
@@ -90,14 +91,10 @@ def model_source(run: RunDir, cfg: RunConfig) -> tuple[str, Path | None]:
 
 
 def _base_model_path(cfg: RunConfig) -> str:
-    from ni.synthetic import ensure_default_data
-
     return resolve_model_path(cfg.model.name_or_path, cfg.data.root or str(ensure_default_data()))
 
 
 def load_for_export(run: RunDir, cfg: RunConfig) -> tuple[Any, Any, str]:
-    from trainer.hf import load_tokenizer
-
     path, checkpoint = model_source(run, cfg)
     model = load_model(path)
     if checkpoint is not None:

@@ -4,10 +4,13 @@ one-line errors."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from ni.errors import ConfigError
+from ni.fingerprint import HashCache
+from trainer.tiny import build_tiny_model
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -61,15 +64,10 @@ def resolve_model_path(name: str, data_root: str) -> str:
     """`tiny` builds (once, cached by the data's content) a small random T5 with a tokenizer trained on the data."""
     if name != "tiny":
         return name
-    import hashlib
-
     from trainer.dataset import cache_dir
-    from trainer.tiny import build_tiny_model
 
     if not Path(data_root, "tasks").is_dir():
         raise ConfigError(f"{data_root}: data root not found (needed to build the 'tiny' model)")
-    from ni.fingerprint import HashCache
-
     h = hashlib.sha256()
     hashes = HashCache(cache_dir() / "file-hashes.json")  # a stat per file once hashed, not gigabytes per start
     for f in sorted(Path(data_root, "tasks").glob("*.json")):

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ni.data import SplitRef, read_split
+from ni.synthetic import ensure_default_data
 from trainer.config import RunConfig
 from trainer.dataset import cache_identity, encode_split, entry_path, train_encoding_seed, train_split
+from trainer.hf import load_tokenizer, resolve_model_path
 
 
 @dataclass
@@ -39,9 +41,6 @@ def prepare_run(cfg: RunConfig) -> list[Prepared]:
     """Make sure every encoded split `cfg` reads is in the cache; returns what was found or built."""
     if cfg.model.name_or_path.startswith("baseline:"):
         return []  # baselines read the raw test split and encode nothing
-    from ni.synthetic import ensure_default_data
-    from trainer.hf import load_tokenizer, resolve_model_path
-
     root = cfg.data.root or str(ensure_default_data())
     tokenizer = load_tokenizer(cfg.model.tokenizer or resolve_model_path(cfg.model.name_or_path, root))
     d = cfg.data

@@ -18,15 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluation.api_baseline import ApiSettings, api_rows
+from evaluation.baselines import BASELINES
+from evaluation.scoring import evaluate
 from ni.data import SplitRef, load_split
 from ni.errors import ConfigError
-from ni.io import atomic_open, write_json, write_jsonl
+from ni.io import atomic_dir, atomic_open, write_json, write_jsonl
 from ni.run_layout import METRICS_FILE, PREDICTIONS_FILE
+from ni.synthetic import ensure_default_data
 from trainer.accel import flat_hparams, make_accelerator, resolve_precision
 from trainer.attempt import Attempt, Preempted, claim, run_status
-from trainer.config import RunConfig
+from trainer.config import RunConfig, load_config
 from trainer.dataset import encode_split, load_train_set
-from trainer.hf import load_model, load_model_config, resolve_model_path
+from trainer.export import model_card
+from trainer.hf import load_model, load_model_config, load_tokenizer, resolve_model_path
+from trainer.predict import PredictionStopped, generate, read_partial
 from trainer.rundir import PARTIAL_PREDICTIONS, RunDir, partial_identity
 from trainer.train import StopFlag, batch_fields, train
 
@@ -39,7 +45,7 @@ def execute(cfg: RunConfig, force: bool = False) -> int:
     """Run `cfg`; returns the process exit code (0 done or skipped, 75 preempted, raises on failure)."""
     run = RunDir.of(cfg, cfg.output_dir or default_output_dir(cfg))
     cfg = cfg.model_copy(update={"output_dir": str(run.path)})
-    root = cfg.data.root or str(_embedded_data())
+    root = cfg.data.root or str(ensure_default_data())
     if cfg.model.name_or_path.startswith("baseline:"):
         return execute_baseline(cfg, run, root, force)
     # Before anything slow (the model, torch, the process group): a SIGTERM or USR2 while loading is kept and
@@ -139,8 +145,6 @@ def setup(cfg: RunConfig, run: RunDir, root: str, force: bool, stop: StopFlag) -
 def load(s: Setup, status: Attempt) -> Model:
     from accelerate.utils import set_seed
 
-    from trainer.hf import load_tokenizer
-
     set_seed(s.cfg.seed)
     net = load_model(s.model_path, s.cfg.optim.gradient_checkpointing and s.cfg.do_train)
     if s.main:  # ZeRO-3 loads each rank's partition only (deepspeed.zero.Init marks those parameters with ds_id)
@@ -175,8 +179,6 @@ def train_model(s: Setup, model: Model) -> Any:
 
 def save_model(s: Setup, net: Any, tokenizer: Any) -> None:
     """RUN/model: the trained weights and the tokenizer, a folder from_pretrained loads."""
-    from ni.io import atomic_dir
-
     state = s.accelerator.get_state_dict(net)  # on every rank: ZeRO-3 gathers the partitions
     if s.main:
         with atomic_dir(s.run.path / "model") as tmp:
@@ -187,8 +189,6 @@ def save_model(s: Setup, net: Any, tokenizer: Any) -> None:
 def predict_model(s: Setup, model: Model, test: Any) -> list[str]:
     """The test split's predictions (on every rank). Finished batches are kept in RUN/predictions.partial: a stop
     signal ends the attempt there (`Preempted`) and the next one predicts only the rest."""
-    from trainer.predict import PredictionStopped, read_partial
-
     run, main = s.run, s.main
     partial = run.path / PARTIAL_PREDICTIONS
     test_ids = encoded(s, model.tokenizer, test)
@@ -221,13 +221,11 @@ def encoded(s: Setup, tokenizer: Any, split: Any) -> Any:
 
 
 def greedy_predictions(s: Setup, model: Model, input_ids: Any, partial: Path | None = None,
-             kept: dict[int, str] | None = None) -> list[str]:
+                       kept: dict[int, str] | None = None) -> list[str]:
     """Greedy predictions; with `partial`, finished batches are kept there and a stop signal ends prediction."""
-    from trainer.predict import generate
-
     stopping = (lambda: s.stop.signum is not None) if partial is not None else None
     return generate(model.net, model.tokenizer, input_ids, s.accelerator, s.cfg.eval.batch_size,
-                            s.cfg.eval.max_new_tokens, partial=partial, should_stop=stopping, kept=kept)
+                    s.cfg.eval.max_new_tokens, partial=partial, should_stop=stopping, kept=kept)
 
 
 def main_first(accelerator: Any, fn: Any, *args: Any) -> Any:
@@ -251,8 +249,6 @@ def finish(cfg: RunConfig, run: RunDir, test: Any, preds: list[str]) -> None:
     metrics = score(test, preds, cfg.data.track)
     write_json(run.path / METRICS_FILE, metrics)
     if (run.path / "model").is_dir():  # RUN/model becomes a publishable folder (and Beaker's result)
-        from trainer.export import model_card
-
         with atomic_open(run.path / "model" / "README.md") as fh:
             fh.write(model_card(cfg, run.path, metrics, str(run.path / "model"), None))
     o = metrics["overall"]
@@ -272,8 +268,6 @@ def prediction_rows(split: Any, preds: list[str]) -> list[dict[str, Any]]:
 
 
 def score(split: Any, preds: list[str], track: str) -> dict[str, Any]:
-    from evaluation.scoring import evaluate
-
     pairs = list(split)
     return evaluate(preds, [list(i.outputs) for _, i in pairs], [t.name for t, _ in pairs],
                     [t.category for t, _ in pairs], track=track)
@@ -281,15 +275,11 @@ def score(split: Any, preds: list[str], track: str) -> dict[str, Any]:
 
 def baseline_predictions(cfg: RunConfig, run: RunDir, split: Any, root: str) -> list[str]:
     """The paper's baselines (reference.md section 4) on the run's own test instances."""
-    from evaluation.baselines import BASELINES
-
     kind = cfg.model.name_or_path.removeprefix("baseline:")
     if kind in BASELINES:
         return [BASELINES[kind](task, inst) for task, inst in split]
     if kind != "api":
         raise ConfigError(f"unknown baseline '{kind}'", hint=f"Valid: {', '.join([*BASELINES, 'api'])}.")
-    from evaluation.api_baseline import ApiSettings, api_rows
-
     a = cfg.model.api
     assert a is not None  # the config validator requires it
     settings = ApiSettings(a.base_url, a.model, a.api_key_env, a.endpoint, a.concurrency)
@@ -303,15 +293,7 @@ def baseline_predictions(cfg: RunConfig, run: RunDir, split: Any, root: str) -> 
     return [by_id[inst.id] for _, inst in split]
 
 
-def _embedded_data() -> Path:
-    from ni.synthetic import ensure_default_data
-
-    return ensure_default_data()
-
-
 def main_run(config: str, overrides: list[str], force: bool, dry_run: bool) -> int:
-    from trainer.config import load_config
-
     cfg = load_config(config, overrides)
     if dry_run:
         sys.stdout.write(cfg.to_yaml())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ni.data import Task, parse_task
+from ni.io import atomic_dir
 from ni.prompt import definition_part, example_part, input_part
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
@@ -87,8 +88,6 @@ def build_tiny_model(
     """Train a tokenizer on the data's text and save it with a randomly initialised small T5."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
-
-    from ni.io import atomic_dir
 
     tokenizer = train_tokenizer(task_texts(load_all_tasks(data_root)), vocab_size=vocab_size)
     config = T5Config(

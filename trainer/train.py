@@ -9,8 +9,11 @@ into a fresh run directory resumes too.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import resource
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -109,8 +112,6 @@ def _peak_memory_mb() -> float:
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -249,9 +250,6 @@ def train(
 def _save_failed(e: Exception, target: Path) -> Exception:
     """A checkpoint that could not be written: its half is removed (on a full disk that frees the room to record
     the end state), and a full disk is an OSError(ENOSPC) whatever raised it (safetensors raises its own error)."""
-    import errno
-    import shutil
-
     shutil.rmtree(target, ignore_errors=True)
     if isinstance(e, OSError) or "No space left on device" not in str(e) and "os error 28" not in str(e):
         return e

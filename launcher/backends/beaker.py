@@ -42,6 +42,7 @@ from typing import IO, Any, Protocol
 import orjson
 import yaml
 from beaker import (
+    Beaker,
     BeakerConstraints,
     BeakerDataMount,
     BeakerDataSource,
@@ -53,6 +54,7 @@ from beaker import (
     BeakerJobPriority,
     BeakerResultSpec,
     BeakerRetrySpec,
+    BeakerSortOrder,
     BeakerSpecVersion,
     BeakerTaskContext,
     BeakerTaskResources,
@@ -60,6 +62,7 @@ from beaker import (
     BeakerWorkload,
 )
 from beaker.common import to_lower_camel
+from beaker.exceptions import BeakerConfigurationError
 from beaker.types import BeakerDatasetFile
 
 from launcher.backends import beaker_jobs
@@ -128,9 +131,6 @@ class RealBeakerClient:
 
     def __init__(self, beaker: Any = None):
         if beaker is None:
-            from beaker import Beaker
-            from beaker.exceptions import BeakerConfigurationError
-
             try:
                 beaker = Beaker.from_env(check_for_upgrades=False)
             except BeakerConfigurationError as e:
@@ -144,8 +144,6 @@ class RealBeakerClient:
         return self.beaker.experiment.create(spec=spec, name=name, workspace=ws)
 
     def list_jobs(self, workload_id: str) -> list[BeakerJob]:
-        from beaker import BeakerSortOrder
-
         workload = self.beaker.workload.get(workload_id)
         jobs: list[BeakerJob] = []
         for task in workload.experiment.tasks:

@@ -38,6 +38,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
 from submitit.core.utils import DelayedSubmission, FailedJobError, FailedSubmissionError
 from submitit.helpers import Checkpointable
 from submitit.slurm import slurm as submitit_slurm
@@ -95,8 +97,6 @@ def _first_host() -> str:
         hosts = hosts or [str(h) for h in submitit_slurm._parse_node_list(nodelist)]
         if hosts:
             return node_address(hosts[0])
-    import socket
-
     return socket.gethostname()
 
 
@@ -113,8 +113,6 @@ def node_address(node: str) -> str:
 
 def run_dir_of(config_path: str | os.PathLike[str]) -> Path:
     """The run directory of a launch.yaml: its output_dir (the launcher writes the file into it)."""
-    import yaml
-
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
         out = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("output_dir")
         if out:
