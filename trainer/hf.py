@@ -55,8 +55,9 @@ def load_model(name_or_path: str, gradient_checkpointing: bool = False) -> Any:
 
     load_model_config(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()  # transformers turns the decoder cache off in training mode only
+    if gradient_checkpointing:  # transformers turns the decoder cache off in training mode only
+        enable = getattr(model, "activation_checkpointing_enable", None)  # the old name warns: gone in v6
+        (enable or model.gradient_checkpointing_enable)()
     return model
 
 
