@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -27,22 +28,26 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for layer in LAYERS for p in sorted((REPO / layer).rglob("*.py"))}
 
 
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The project modules `path` imports anywhere in its body: `import a.b`, `from a.b import c` (c a module or a
-    name in a.b)."""
-    def owner(name: str) -> str | None:
-        while name and name not in modules:
-            name = name.rpartition(".")[0]
-        return name or None
+def owner(name: str, modules: Collection[str]) -> str | None:
+    """The project module an imported name belongs to (`a.b.c` -> `a.b` when a.b is a module), None outside."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
 
-    names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and node.module, f"{path}:{node.lineno}: relative import; import by full name"
-            names += [f"{node.module}.{a.name}" for a in node.names]
-    return {m for m in map(owner, names) if m is not None}
+
+def import_names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """`a.b` for `import a.b`, `a.b.c` for `from a.b import c` (c a module or a name in a.b)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    assert node.level == 0 and node.module, f"line {node.lineno}: relative import; import by full name"
+    return [f"{node.module}.{a.name}" for a in node.names]
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports anywhere in its body."""
+    names = [n for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+             if isinstance(node, ast.Import | ast.ImportFrom) for n in import_names(node)]
+    return {m for m in (owner(n, modules) for n in names) if m is not None}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -131,14 +136,9 @@ SIDE_EFFECT_ONLY = {"readline"}  # imported for what it does to input(), only in
 
 def _scoped_imports(tree: ast.Module) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The names a module imports when it is loaded (module level, `if TYPE_CHECKING:` blocks left out), and its
-    function-local imports as (line, names). A name is `a.b` for `import a.b` and `a.b.c` for `from a.b import c`."""
+    function-local imports as (line, names), each name as `import_names` gives it."""
     top: list[str] = []
     local: list[tuple[int, list[str]]] = []
-
-    def names(node: ast.Import | ast.ImportFrom) -> list[str]:
-        if isinstance(node, ast.Import):
-            return [a.name for a in node.names]
-        return [f"{node.module}.{a.name}" for a in node.names]
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -147,9 +147,9 @@ def _scoped_imports(tree: ast.Module) -> tuple[list[str], list[tuple[int, list[s
                 continue
             if isinstance(child, ast.Import | ast.ImportFrom):
                 if in_function:
-                    local.append((child.lineno, names(child)))
+                    local.append((child.lineno, import_names(child)))
                 else:
-                    top.extend(names(child))
+                    top.extend(import_names(child))
             visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
 
     visit(tree, False)
@@ -161,18 +161,13 @@ def needless_local_imports(sources: dict[str, str]) -> list[str]:
     load that is in COSTLY, the module (with what it imports at module level, transitively) loads already."""
     scoped = {m: _scoped_imports(ast.parse(src)) for m, src in sources.items()}
 
-    def owner(name: str) -> str | None:
-        while name and name not in scoped:
-            name = name.rpartition(".")[0]
-        return name or None
-
     def costly(names: list[str]) -> set[str]:
         seen: set[str] = set()
         found: set[str] = set()
         todo = list(names)
         while todo:
             name = todo.pop()
-            module = owner(name)
+            module = owner(name, scoped)
             if module is None:
                 found |= {c for c in COSTLY if name == c or name.startswith(c + ".")}
                 continue
