@@ -130,3 +130,28 @@ def test_zero3_prediction_with_uneven_shards_finishes_like_one_rank(tmp_path: Pa
     expected = predictions(tmp_path / "one" / "run")
     assert len(expected) == 9
     assert predictions(tmp_path / "two" / "run") == expected
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_under_zero3_with_two_ranks_gives_the_same_losses(tmp_path: Path, tiny_model: Path,
+                                                                                  embedded: Path) -> None:
+    """`optim.gradient_checkpointing` as a large model uses it: ZeRO-3 on two ranks, each layer's partitioned
+    parameters gathered again for the recomputed forward. Recomputing trades time for memory and nothing else: the
+    losses are those of the same run without it."""
+    from tests.conftest import small_run, write_config
+
+    got = {}
+    for on, port in ((False, 29543), (True, 29544)):
+        name = "ckpt" if on else "plain"
+        cfg = small_run(tmp_path / name, tiny_model, embedded, **{
+            "deepspeed.stage": 3, "world_size": 2, "optim.max_steps": 3, "optim.gradient_checkpointing": on,
+            "do_predict": False})
+        r = torchrun(2, port, write_config(tmp_path / f"{name}.yaml", **cfg))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        status = orjson.loads((tmp_path / name / "run" / "status.json").read_bytes())
+        assert status["state"] == "completed" and status["loaded_partitioned"]
+        assert status["activation_checkpointing"] == on
+        got[on] = losses(tmp_path / name / "run")
+    assert sorted(got[True]) == [1, 2, 3]
+    assert got[True].keys() == got[False].keys()
+    assert all(abs(got[True][s] - got[False][s]) < 1e-5 for s in got[True]), got

@@ -148,7 +148,8 @@ def load(s: Setup, status: Attempt) -> Model:
     set_seed(s.cfg.seed)
     net = load_model(s.model_path, s.cfg.optim.gradient_checkpointing and s.cfg.do_train)
     if s.main:  # ZeRO-3 loads each rank's partition only (deepspeed.zero.Init marks those parameters with ds_id)
-        status.update(loaded_partitioned=any(hasattr(p, "ds_id") for p in net.parameters()))
+        status.update(loaded_partitioned=any(hasattr(p, "ds_id") for p in net.parameters()),
+                      activation_checkpointing=any(getattr(m, "gradient_checkpointing", False) for m in net.modules()))
     return Model(net, load_tokenizer(s.cfg.model.tokenizer or s.model_path))
 
 
